@@ -1,0 +1,381 @@
+"""Activation functions by name: the fixed ones from torch and the learnable hinge units.
+
+Every model takes an activation *factory* (``channels -> nn.Module``) and calls it once per layer,
+so each layer owns its own parameters: whether S-APL slopes are shared across a layer or per
+channel is an option of the unit, never an accident of reusing one instance.
+
+The hinge units (APL, S-APL and its ablation variants) are all ``sum_j w_j relu(s_j (x - c_j))``
+with fixed signs ``s_j``. Their forward goes through one ``torch.compile``d kernel by default: the
+naive sum costs 2-3 full passes over the tensor per hinge, the compiled kernel one pass forward
+and one backward, which is what keeps S-APL close to ReLU's throughput (see bench/activations.py).
+``compiled=False`` gives the plain eager sum, the reference the compiled form is tested against.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+ActivationFactory = Callable[[int], nn.Module]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_activation(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``builder(channels, **options) -> nn.Module`` under ``name``."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def activation_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def check_activation(name: str) -> None:
+    """Raise a ValueError naming the known activations when ``name`` is not one."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(activation_names())}")
+
+
+def build_activation(name: str, channels: int, **options: Any) -> nn.Module:
+    """A fresh activation module for a layer with ``channels`` channels (dim 1 of its input)."""
+    check_activation(name)
+    try:
+        return _REGISTRY[name](channels, **options)
+    except TypeError as err:  # an option this activation does not take
+        raise ValueError(f"bad option for activation {name!r}: {err}") from None
+
+
+def activation_factory(name: str, **options: Any) -> ActivationFactory:
+    """A per-layer factory; validates the name and options once, up front."""
+    build_activation(name, 1, **options)
+
+    def factory(channels: int) -> nn.Module:
+        return build_activation(name, channels, **options)
+
+    factory.expansion = getattr(build_activation(name, 1, **options), "expansion", 1)  # type: ignore[attr-defined]
+    return factory
+
+
+class Activation(nn.Module):
+    """Base of robench's own activation modules: knows its channel count and can draw itself."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    @torch.no_grad()
+    def curve(self, x: Tensor) -> Tensor:
+        """The unit's output on a grid, per channel. x: (G,) -> (channels, G).
+
+        Shared units return the same row for every channel; plots take row 0 of those.
+        """
+        grid = x.to(self._param_like()).reshape(-1, 1).expand(-1, self.channels)
+        return self(grid).T.contiguous()
+
+    def _param_like(self) -> Tensor:
+        first = next(iter(self.parameters()), None)
+        return first if first is not None else torch.empty(0)
+
+
+def learnable_activations(model: nn.Module) -> dict[str, Activation]:
+    """The activation modules of ``model`` that have parameters, by module path."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, Activation) and any(True for _ in module.parameters())
+    }
+
+
+def activation_state(model: nn.Module) -> dict[str, dict[str, list]]:
+    """JSON-ready parameters of every learnable activation (for the shape-evolution plots)."""
+    return {
+        name: {pname: p.detach().cpu().tolist() for pname, p in module.named_parameters()}
+        for name, module in learnable_activations(model).items()
+    }
+
+
+# --- fixed activations ------------------------------------------------------------------------
+
+
+class _Fixed(Activation):
+    def __init__(self, channels: int, fn: Callable[[Tensor], Tensor]) -> None:
+        super().__init__(channels)
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return getattr(self.fn, "__name__", "")
+
+
+def _fixed(name: str, fn: Callable[[Tensor], Tensor]) -> None:
+    register_activation(name)(lambda channels: _Fixed(channels, fn))
+
+
+_fixed("relu", F.relu)
+_fixed("leaky_relu", F.leaky_relu)
+_fixed("elu", F.elu)
+_fixed("tanh", torch.tanh)
+_fixed("sigmoid", torch.sigmoid)
+
+
+class PReLU(Activation):
+    """torch's PReLU with one slope per channel (He et al. 2015), init 0.25."""
+
+    def __init__(self, channels: int, init: float = 0.25) -> None:
+        super().__init__(channels)
+        self.weight = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.prelu(x, self.weight)
+
+
+register_activation("prelu")(PReLU)
+
+
+class Swish(Activation):
+    """x * sigmoid(beta * x); beta is fixed at 0.2 (paper §8.2) unless ``learnable_beta``."""
+
+    def __init__(self, channels: int, beta: float = 0.2, learnable_beta: bool = False) -> None:
+        super().__init__(channels)
+        beta_t = torch.tensor(float(beta))
+        if learnable_beta:
+            self.beta = nn.Parameter(beta_t)
+        else:
+            self.register_buffer("beta", beta_t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(self.beta * x)
+
+
+register_activation("swish")(Swish)
+
+
+class Maxout(Activation):
+    """Max over ``k`` groups of channels (Goodfellow et al. 2013).
+
+    ``expansion = k`` tells the model to make the layer before it k times wider; the output has
+    ``channels`` channels again. Piece j of channel c is input channel ``c * k + j``.
+    """
+
+    def __init__(self, channels: int, k: int = 9) -> None:
+        super().__init__(channels)
+        if k < 1:
+            raise ValueError(f"maxout needs k >= 1 pieces, got {k}")
+        self.k = k
+        self.expansion = k
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c = x.shape[:2]
+        return x.reshape(n, c // self.k, self.k, *x.shape[2:]).amax(dim=2)
+
+    @torch.no_grad()
+    def curve(self, x: Tensor) -> Tensor:
+        raise ValueError("maxout has no curve of its own: it is a max over the layer's pieces")
+
+
+register_activation("maxout")(Maxout)
+
+
+# --- hinge units: APL, S-APL and variants ------------------------------------------------------
+
+
+def _hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor) -> Tensor:
+    """sum_j weights[j] * relu(signs[j] * (x - places[j])).
+
+    weights, places: (J, *broadcast) ready to broadcast against x; signs: (J,) of +-1.
+    """
+    y = weights[0] * torch.relu(signs[0] * (x - places[0]))
+    for j in range(1, weights.shape[0]):
+        y = y + weights[j] * torch.relu(signs[j] * (x - places[j]))
+    return y
+
+
+_compiled_hinge_sum: Callable[..., Tensor] | None = None
+_compile_failed = False
+
+
+def _fused_hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor) -> Tensor:
+    """The compiled kernel, built on first use; falls back to eager (with one warning) where
+    torch.compile cannot run (no C++ compiler, unsupported platform)."""
+    global _compiled_hinge_sum, _compile_failed
+    if _compile_failed or torch.jit.is_scripting():
+        return _hinge_sum(x, weights, signs, places)
+    if _compiled_hinge_sum is None:
+        _compiled_hinge_sum = torch.compile(_hinge_sum, dynamic=True)
+    try:
+        return _compiled_hinge_sum(x, weights, signs, places)
+    except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager form
+        _compile_failed = True
+        warnings.warn(f"torch.compile unavailable ({type(err).__name__}); hinge units run eager")
+        return _hinge_sum(x, weights, signs, places)
+
+
+class HingeUnit(Activation):
+    """A learnable sum of hinges: ``sum_j w_j relu(s_j (x - c_j))``.
+
+    Subclasses say which hinges exist (signs, places), which weights are learnable and how the
+    learnable parameters map to the weights ``w``. Parameters are per channel or shared per layer.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        signs: Sequence[float],
+        places: Sequence[float],
+        per_channel: bool,
+        learnable_hinges: bool = False,
+        compiled: bool = True,
+    ) -> None:
+        super().__init__(channels)
+        self.per_channel = per_channel
+        self.compiled = compiled
+        self.register_buffer("signs", torch.tensor(signs, dtype=torch.float32))
+        width = channels if per_channel else 1
+        places_t = torch.tensor(places, dtype=torch.float32)[:, None].repeat(1, width)
+        if learnable_hinges:
+            self.places = nn.Parameter(places_t)
+        else:
+            self.register_buffer("places", places_t)
+
+    def hinge_weights(self) -> Tensor:
+        """(J, width) weights w_j, width = channels or 1."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights, places = self.hinge_weights(), self.places
+        if self.per_channel:
+            if x.shape[1] != self.channels:
+                raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
+            shape = (weights.shape[0], self.channels) + (1,) * (x.dim() - 2)
+        else:
+            shape = (weights.shape[0],) + (1,) * x.dim()
+        weights, places = weights.reshape(shape), places.reshape(shape)
+        signs = self.signs.to(x.dtype)
+        if self.compiled:
+            return _fused_hinge_sum(x, weights.to(x.dtype), signs, places.to(x.dtype))
+        return _hinge_sum(x, weights.to(x.dtype), signs, places.to(x.dtype))
+
+
+class APL(HingeUnit):
+    """Adaptive piecewise linear unit (Agostinelli et al. 2014), paper eq. 1:
+    ``relu(x) + sum_s a_s relu(-x + b_s)``, ``a`` per channel.
+
+    Hinges fixed at 0, +-1, +-2 by default (paper §8.2); ``learnable_hinges`` learns the b_s as
+    Agostinelli et al. did. a_s start at 0, so a fresh APL equals ReLU, like a fresh S-APL.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hinges: Sequence[float] = (0.0, 1.0, -1.0, 2.0, -2.0),
+        learnable_hinges: bool = False,
+        compiled: bool = True,
+    ) -> None:
+        hinges = _check_hinges(hinges, "apl", allow_negative=True)
+        # term 0 is the fixed relu(x); terms 1.. are a_s relu(-(x - b_s))
+        super().__init__(
+            channels,
+            signs=[1.0] + [-1.0] * len(hinges),
+            places=[0.0] + list(hinges),
+            per_channel=True,
+            learnable_hinges=learnable_hinges,
+            compiled=compiled,
+        )
+        self.a = nn.Parameter(torch.zeros(len(hinges), channels))
+        if learnable_hinges:  # the relu(x) hinge stays at 0: it is not one of the b_s
+            self.places.register_hook(_zero_row0)
+
+    def hinge_weights(self) -> Tensor:
+        return torch.cat([torch.ones_like(self.a[:1]), self.a])
+
+
+def _zero_row0(grad: Tensor) -> Tensor:
+    grad = grad.clone()
+    grad[0] = 0
+    return grad
+
+
+class SAPL(HingeUnit):
+    """Symmetric APL (paper eq. 2): ``sum_s a+_s relu(x - b_s) + sum_s a-_s relu(-x - b_s)``.
+
+    Hinges at b = 0, 1, 2, 2.5 on both sides by default (S = 4, paper §4); slopes shared by the
+    whole layer unless ``per_channel``. a+ at the hinge 0 starts at 1, every other slope at 0, so
+    a fresh S-APL is exactly ReLU. ``variant`` gives the paper's ablations (§5): ``positive`` and
+    ``negative`` use ``+|a-|`` / ``-|a-|``; ``tied`` uses one slope set for both sides (even h).
+    """
+
+    variants = ("free", "positive", "negative", "tied")
+
+    def __init__(
+        self,
+        channels: int,
+        hinges: Sequence[float] = (0.0, 1.0, 2.0, 2.5),
+        per_channel: bool = False,
+        variant: str = "free",
+        learnable_hinges: bool = False,
+        compiled: bool = True,
+    ) -> None:
+        if variant not in self.variants:
+            raise ValueError(f"unknown S-APL variant {variant!r}; known: {', '.join(self.variants)}")
+        hinges = _check_hinges(hinges, "sapl", allow_negative=False)
+        s = len(hinges)
+        super().__init__(
+            channels,
+            signs=[1.0] * s + [-1.0] * s,
+            places=list(hinges) + [-b for b in hinges],
+            per_channel=per_channel,
+            learnable_hinges=learnable_hinges,
+            compiled=compiled,
+        )
+        self.variant = variant
+        width = channels if per_channel else 1
+        a_pos = torch.zeros(s, width)
+        a_pos[list(hinges).index(min(hinges))] = 1.0  # ReLU at init: slope 1 at the first hinge
+        self.a_pos = nn.Parameter(a_pos)
+        if variant != "tied":
+            self.a_neg = nn.Parameter(torch.zeros(s, width))
+
+    def hinge_weights(self) -> Tensor:
+        if self.variant == "tied":
+            a_neg = self.a_pos
+        elif self.variant == "positive":
+            a_neg = self.a_neg.abs()
+        elif self.variant == "negative":
+            a_neg = -self.a_neg.abs()
+        else:
+            a_neg = self.a_neg
+        return torch.cat([self.a_pos, a_neg])
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, per_channel={self.per_channel}, variant={self.variant}"
+
+
+def _check_hinges(hinges: Sequence[float], name: str, allow_negative: bool) -> list[float]:
+    hinges = [float(h) for h in hinges]
+    if not hinges:
+        raise ValueError(f"{name} needs at least one hinge")
+    if len(set(hinges)) != len(hinges):
+        raise ValueError(f"{name} hinges must be distinct, got {hinges}")
+    if not allow_negative and min(hinges) < 0:
+        raise ValueError(f"{name} hinge places are distances b >= 0, got {hinges}")
+    return hinges
+
+
+register_activation("apl")(APL)
+register_activation("sapl")(SAPL)
+for _variant in ("positive", "negative", "tied"):
+    register_activation(f"sapl_{_variant}")(
+        lambda channels, _v=_variant, **options: SAPL(channels, variant=_v, **options)
+    )

@@ -1,0 +1,106 @@
+"""What every attack returns, and the one place that checks it and judges success.
+
+An attack is a function ``(model, images, labels, config, generator) -> AttackOutcome``: it only
+proposes adversarial images. ``judge`` re-runs the model on them, checks what every attack must
+respect (pixels in [0, 1], no NaN, the perturbation within its budget) and says which are
+successes, so no attack can count differently from another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """An attack's proposal for a batch.
+
+    adversarial: (N, C, H, W) float in [0, 1], on the images' device; the clean image where the
+        attack found nothing better. queries: (N,) int64 model evaluations spent per image.
+    """
+
+    adversarial: Tensor
+    queries: Tensor
+
+
+AttackFn = Callable[[nn.Module, Tensor, Tensor, Any, torch.Generator], AttackOutcome]
+
+
+class AttackBudgetError(RuntimeError):
+    """An attack returned images outside [0, 1], with NaN, or beyond its budget: a bug, not a result."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Per-image verdicts. All (N,) tensors on the CPU."""
+
+    success: Tensor  # bool: the adversarial image is classified as a wrong label
+    adv_label: Tensor  # int64
+    p_true_clean: Tensor  # softmax prob of the true class on the clean image
+    p_true_adv: Tensor  # ... on the adversarial image
+    p_adv_label: Tensor  # softmax prob of the predicted label on the adversarial image
+    abs_z: Tensor  # |p_true_adv - p_adv_label|, the paper's |Z_true - Z_adv|
+    linf: Tensor
+    l2: Tensor
+    l0_pixels: Tensor  # pixels (over all channels) that changed
+
+
+@torch.no_grad()
+def judge(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    outcome: AttackOutcome,
+    linf_budget: float | None = None,
+    l2_budget: float | None = None,
+    l0_budget: int | None = None,
+    batch_size: int = 1000,
+    tolerance: float = 1e-5,
+) -> Judgement:
+    """Check an outcome and judge each image; images must all be classified right when clean."""
+    adv = outcome.adversarial
+    if adv.shape != images.shape:
+        raise AttackBudgetError(f"attack returned shape {tuple(adv.shape)} for images {tuple(images.shape)}")
+    if torch.isnan(adv).any():
+        raise AttackBudgetError("attack returned NaN pixels")
+    if adv.min() < 0 or adv.max() > 1:
+        raise AttackBudgetError(f"attack returned pixels outside [0, 1] ({float(adv.min())}..{float(adv.max())})")
+    delta = (adv - images).flatten(1)
+    linf = delta.abs().amax(1) if delta.shape[1] else torch.zeros(len(images))
+    l2 = delta.norm(dim=1)
+    l0 = (adv != images).any(dim=1).flatten(1).sum(1)
+    if linf_budget is not None and (linf > linf_budget + tolerance).any():
+        raise AttackBudgetError(f"Linf perturbation {float(linf.max()):.6f} exceeds budget {linf_budget}")
+    if l2_budget is not None and (l2 > l2_budget + tolerance).any():
+        raise AttackBudgetError(f"L2 perturbation {float(l2.max()):.6f} exceeds budget {l2_budget}")
+    if l0_budget is not None and (l0 > l0_budget).any():
+        raise AttackBudgetError(f"{int(l0.max())} pixels changed, budget {l0_budget}")
+
+    p_clean = _probs(model, images, batch_size)
+    p_adv = _probs(model, adv, batch_size)
+    if (p_clean.argmax(1) != labels).any():
+        raise ValueError("judge() takes only images the model classifies correctly")
+    rows = torch.arange(len(labels), device=labels.device)
+    adv_label = p_adv.argmax(1)
+    p_true_adv = p_adv[rows, labels]
+    p_adv_label = p_adv[rows, adv_label]
+    return Judgement(
+        success=(adv_label != labels).cpu(),
+        adv_label=adv_label.cpu(),
+        p_true_clean=p_clean[rows, labels].cpu(),
+        p_true_adv=p_true_adv.cpu(),
+        p_adv_label=p_adv_label.cpu(),
+        abs_z=(p_true_adv - p_adv_label).abs().cpu(),
+        linf=linf.cpu(),
+        l2=l2.cpu(),
+        l0_pixels=l0.cpu(),
+    )
+
+
+def _probs(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([torch.softmax(model(images[i : i + batch_size]).float(), 1) for i in range(0, len(images), batch_size)])

@@ -1,0 +1,240 @@
+"""Datasets by name, loaded whole as uint8 tensors, with batched augmentation.
+
+Where the data comes from: ``--data-dir``, then ``$ROBENCH_DATA``, then a per-user cache dir;
+torchvision downloads into the cache dir only where the network answers. Every load reports
+whether the files are the official release (torchvision's / the publishers' md5s) and a sha256
+fingerprint of the files, so a result made on the JPEG re-encoded CIFAR-10 of an offline machine
+can always be told apart from one made on the original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
+
+from .errors import DataNotFoundError
+from .storage import file_sha256
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know of a dataset, and where torchvision keeps its files."""
+
+    name: str
+    channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    folder: str  # below the root
+    official_md5: dict[str, str]  # file (relative to folder) -> md5 of the official release
+    download_host: str
+    loader: Callable[[Path, bool, bool], tuple[Tensor, Tensor]]  # (root, train, download)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held in memory. images: (N, C, H, W) uint8; labels: (N,) int64."""
+
+    images: Tensor
+    labels: Tensor
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the data came from; stored in every checkpoint and result."""
+
+    dataset: str
+    root: str
+    official: bool
+    fingerprint: str  # sha256 over the dataset's files, in name order
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "root": self.root, "data_official": self.official, "data_sha256": self.fingerprint}
+
+
+def _cifar_loader(cls: type) -> Callable[[Path, bool, bool], tuple[Tensor, Tensor]]:
+    class Local(cls):  # type: ignore[misc, valid-type]
+        # robench checks the md5s itself (data_official) and loads non-official copies anyway.
+        def _check_integrity(self) -> bool:
+            return True
+
+        def _load_meta(self) -> None:  # torchvision md5-checks the class names too; they are unused
+            self.classes = []
+
+    def load(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+        if download:
+            cls(str(root), train=train, download=True)
+        ds = Local(str(root), train=train, download=False)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.as_tensor(ds.targets, dtype=torch.int64)
+
+    return load
+
+
+def _mnist_load(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    ds = datasets.MNIST(str(root), train=train, download=download)
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+
+
+_CIFAR10 = datasets.CIFAR10
+_CIFAR100 = datasets.CIFAR100
+
+_REGISTRY: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo(
+        "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), _CIFAR10.base_folder,
+        {name: md5 for name, md5 in _CIFAR10.train_list + _CIFAR10.test_list} | {"batches.meta": _CIFAR10.meta["md5"]},
+        "www.cs.toronto.edu", _cifar_loader(_CIFAR10),
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), _CIFAR100.base_folder,
+        {name: md5 for name, md5 in _CIFAR100.train_list + _CIFAR100.test_list} | {"meta": _CIFAR100.meta["md5"]},
+        "www.cs.toronto.edu", _cifar_loader(_CIFAR100),
+    ),
+    "mnist": DatasetInfo(
+        # md5s of the uncompressed idx files of the official release (torchvision lists the .gz ones)
+        "mnist", 1, 28, 10, (0.1307,), (0.3081,), "MNIST/raw",
+        {
+            "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+            "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+            "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+            "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+        },
+        "ossci-datasets.s3.amazonaws.com", _mnist_load,
+    ),
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+    return _REGISTRY[name]
+
+
+def cache_dir() -> Path:
+    """Per-user cache for downloads: $XDG_CACHE_HOME/robench/data or ~/.cache/robench/data."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "robench" / "data"
+
+
+def candidate_roots(data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where to look, in order: the explicit dir, $ROBENCH_DATA, the user cache."""
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get("ROBENCH_DATA"):
+        roots.append(Path(os.environ["ROBENCH_DATA"]))
+    roots.append(cache_dir())
+    return roots
+
+
+def _present(info: DatasetInfo, root: Path) -> bool:
+    return all((root / info.folder / name).is_file() for name in info.official_md5)
+
+
+def _network_reaches(host: str, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_root(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The first root that holds ``name``; downloads into the cache dir when none does and the
+    network answers; otherwise a DataNotFoundError that says where it looked and what to do."""
+    info = dataset_info(name)
+    roots = candidate_roots(data_dir)
+    for root in roots:
+        if _present(info, root):
+            return root
+    target = cache_dir()
+    if download and _network_reaches(info.download_host):
+        try:
+            info.loader(target, True, True)
+            info.loader(target, False, True)
+        except (OSError, RuntimeError) as err:
+            raise DataNotFoundError(f"downloading {name} into {target} failed: {err}") from None
+        if _present(info, target):
+            return target
+    looked = ", ".join(str(r / info.folder) for r in roots)
+    raise DataNotFoundError(
+        f"dataset {name} not found (looked in {looked}) and it cannot be downloaded here; "
+        f"put torchvision's {info.folder}/ under a folder and pass --data-dir or set ROBENCH_DATA"
+    )
+
+
+_provenance_cache: dict[tuple[str, str, float], Provenance] = {}
+_warned: set[str] = set()
+
+
+def provenance(name: str, root: Path) -> Provenance:
+    """Official or not, and the fingerprint; warns once per dataset when it is not official."""
+    info = dataset_info(name)
+    folder = root / info.folder
+    key = (name, str(folder.resolve()), max((folder / n).stat().st_mtime for n in info.official_md5))
+    if key not in _provenance_cache:
+        digest = hashlib.sha256()
+        for fname in sorted(info.official_md5):
+            digest.update(f"{fname}:{file_sha256(folder / fname)}\n".encode())
+        official = all(check_integrity(str(folder / f), md5) for f, md5 in info.official_md5.items())
+        _provenance_cache[key] = Provenance(name, str(root), official, digest.hexdigest())
+    prov = _provenance_cache[key]
+    if not prov.official and name not in _warned:
+        _warned.add(name)
+        warnings.warn(
+            f"{name} files in {folder} do not match the official release (md5); loading them anyway "
+            "and recording data_official=false in every checkpoint and result",
+            stacklevel=2,
+        )
+    return prov
+
+
+def load_split(name: str, train: bool, data_dir: str | os.PathLike | None = None, download: bool = True) -> tuple[Split, Provenance]:
+    """The whole split as uint8 tensors, with its provenance."""
+    info = dataset_info(name)
+    root = resolve_root(name, data_dir, download)
+    prov = provenance(name, root)
+    try:
+        images, labels = info.loader(root, train, False)
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
+        raise DataNotFoundError(f"dataset {name} under {root} is unreadable: {err}") from None
+    return Split(images, labels), prov
+
+
+def augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crop with ``pad``-pixel zero padding and random horizontal flip, for a whole batch.
+
+    images: (N, C, H, W) any dtype; the random offsets and flips come from ``generator`` (on the
+    images' device), so a seed reproduces the augmentation.
+    """
+    n, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dev = images.device
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+    flip = torch.rand(n, generator=generator, device=dev) < 0.5
+    rows = dy[:, None] + torch.arange(h, device=dev)  # (N, H)
+    cols = dx[:, None] + torch.arange(w, device=dev)  # (N, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(n, device=dev)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1]."""
+    return images.float().div_(255)

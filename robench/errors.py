@@ -1,0 +1,21 @@
+"""Exceptions a user can act on. Only ``cli.py`` catches them, to print one line and exit."""
+
+
+class RobenchError(Exception):
+    """Base class: the message is complete and meant for the user as it stands."""
+
+
+class DataNotFoundError(RobenchError):
+    """A dataset is not on disk where robench looked and cannot be downloaded."""
+
+
+class CheckpointError(RobenchError):
+    """A checkpoint is missing, corrupt, foreign, or does not match what was asked for."""
+
+
+class ResultError(RobenchError):
+    """A result file is missing, corrupt, or was made by a different configuration."""
+
+
+class ConfigError(RobenchError):
+    """A configuration file or option is malformed."""

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real foolbox samples and tiny fake dataset folders in torchvision layout."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+def foolbox_samples(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 20 real test images foolbox ships for ``dataset`` (cifar10, cifar100, mnist) as uint8
+    (20, C, H, W) and their labels, in test-set order."""
+    import foolbox
+
+    folder = Path(foolbox.__file__).parent / "data"
+    files = sorted(folder.glob(f"{dataset}_*_*.png"), key=lambda p: int(p.stem.split("_")[1]))
+    arrays = [np.asarray(Image.open(f)) for f in files]
+    labels = [int(f.stem.split("_")[2]) for f in files]
+    x = torch.from_numpy(np.stack(arrays))
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    return x.contiguous(), torch.tensor(labels)
+
+
+def _tile(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    """``n`` images drawn (with small pixel noise) from the samples, so fakes are learnable."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(images), (n,), generator=g)
+    noise = torch.randint(-8, 9, (n, *images.shape[1:]), generator=g)
+    x = (images[idx].int() + noise).clamp(0, 255).to(torch.uint8)
+    return x.numpy(), labels[idx].tolist()
+
+
+def write_fake_cifar(root: Path, name: str = "cifar10", n_train: int = 200, n_test: int = 60) -> Path:
+    """A torchvision-layout CIFAR folder built from foolbox's samples; md5s cannot match."""
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    images, labels = foolbox_samples(name)
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    key = "labels" if name == "cifar10" else "fine_labels"
+    splits = [(f, n_train // len(cls.train_list)) for f, _ in cls.train_list] + [(f, n_test) for f, _ in cls.test_list]
+    for i, (fname, n) in enumerate(splits):
+        x, y = _tile(images, labels, n, seed=i)
+        with open(folder / fname, "wb") as f:
+            pickle.dump({"data": x.reshape(n, -1), key: y}, f)
+    classes = 10 if name == "cifar10" else 100
+    meta_key = cls.meta["key"]
+    with open(folder / cls.meta["filename"], "wb") as f:
+        pickle.dump({meta_key: [f"class{i}" for i in range(classes)]}, f)
+    return root
+
+
+def write_fake_mnist(root: Path, n_train: int = 200, n_test: int = 60) -> Path:
+    images, labels = foolbox_samples("mnist")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        x, y = _tile(images, labels, n, seed)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + x.reshape(n, -1).tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + bytes(y))
+    return root
+
+
+@pytest.fixture
+def fake_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data root with fake cifar10, cifar100 and mnist; $ROBENCH_DATA and the cache are cleared."""
+    root = tmp_path / "data"
+    write_fake_cifar(root, "cifar10")
+    write_fake_cifar(root, "cifar100")
+    write_fake_mnist(root)
+    monkeypatch.delenv("ROBENCH_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the network, whatever machine they run on."""
+    monkeypatch.setattr("robench.data._network_reaches", lambda host, timeout=3.0: False)

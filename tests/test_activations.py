@@ -1,0 +1,155 @@
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from robench.activations import (
+    APL, SAPL, activation_names, activation_state, build_activation, learnable_activations,
+)
+
+ALL = activation_names()
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fresh_sapl_is_exactly_relu(per_channel, compiled):
+    act = build_activation("sapl", 5, per_channel=per_channel, compiled=compiled)
+    x = torch.randn(4, 5, 6, 6) * 3
+    x[0, 0, 0, :3] = torch.tensor([0.0, 1.0, -2.5])  # the hinges themselves
+    assert torch.equal(act(x), torch.relu(x))
+
+
+def test_fresh_apl_is_relu():
+    x = torch.randn(3, 7) * 3
+    assert torch.equal(build_activation("apl", 7, compiled=False)(x), torch.relu(x))
+
+
+def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+
+
+def test_sapl_matches_equation_2():
+    act = SAPL(3, hinges=(0.0, 1.0, 2.0, 2.5), compiled=False)
+    _randomise(act)
+    x = torch.linspace(-4, 4, 101).reshape(-1, 1).expand(-1, 3)
+    a_pos, a_neg, b = act.a_pos[:, 0], act.a_neg[:, 0], torch.tensor([0.0, 1.0, 2.0, 2.5])
+    expected = sum(a_pos[s] * torch.relu(x - b[s]) + a_neg[s] * torch.relu(-x - b[s]) for s in range(4))
+    torch.testing.assert_close(act(x), expected)
+
+
+def test_apl_matches_equation_1_per_channel():
+    act = APL(2, compiled=False)
+    _randomise(act)
+    x = torch.randn(50, 2) * 2
+    b = torch.tensor([0.0, 1.0, -1.0, 2.0, -2.0])
+    expected = torch.relu(x) + sum(act.a[s] * torch.relu(-x + b[s]) for s in range(5))
+    torch.testing.assert_close(act(x), expected)
+
+
+def test_tied_sapl_is_even():
+    act = build_activation("sapl_tied", 4, compiled=False)
+    _randomise(act)
+    x = torch.randn(10, 4) * 3
+    torch.testing.assert_close(act(x), act(-x))
+
+
+def test_positive_and_negative_variants_sign_of_negative_side():
+    x = -torch.linspace(0.1, 4, 40).reshape(-1, 1)
+    for name, sign in (("sapl_positive", 1), ("sapl_negative", -1)):
+        act = build_activation(name, 1, compiled=False)
+        _randomise(act, seed=3)
+        y = act(x)
+        assert (sign * y >= 0).all(), name
+
+
+def test_hinge_count_and_places_are_parameters():
+    act = SAPL(1, hinges=(0.0, 0.5, 3.0), compiled=False)
+    assert act.a_pos.shape == (3, 1) and act.a_neg.shape == (3, 1)
+    assert act.places.flatten().tolist() == [0.0, 0.5, 3.0, -0.0, -0.5, -3.0]
+    with pytest.raises(ValueError, match="distinct"):
+        SAPL(1, hinges=(0.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        SAPL(1, hinges=(0.0, -1.0))
+
+
+def test_sapl_shared_vs_per_channel_parameter_count():
+    assert sum(p.numel() for p in SAPL(16).parameters()) == 8
+    assert sum(p.numel() for p in SAPL(16, per_channel=True).parameters()) == 8 * 16
+
+
+@pytest.mark.parametrize("name,options", [
+    ("sapl", {}), ("sapl", {"per_channel": True}), ("apl", {}), ("apl", {"learnable_hinges": True}),
+    ("sapl_negative", {}), ("sapl_tied", {}),
+])
+def test_gradcheck_float64_reference(name, options):
+    act = build_activation(name, 3, compiled=False, **options).double()
+    _randomise(act, seed=1)
+    x = (torch.randn(2, 3, 4, 4, dtype=torch.float64) * 2).requires_grad_()
+    assert gradcheck(lambda x: act(x), (x,), eps=1e-6, atol=1e-5)
+    for p in list(act.parameters()):
+        assert gradcheck(lambda v, p=p: _with_param(act, p, v, x.detach()), (p.detach().clone().requires_grad_(),), eps=1e-6, atol=1e-5)
+
+
+def _with_param(act, p, v, x):
+    # functional call so gradcheck can perturb the parameter
+    name = next(n for n, q in act.named_parameters() if q is p)
+    return torch.func.functional_call(act, {name: v}, (x,))
+
+
+@pytest.mark.parametrize("name,options", [("sapl", {}), ("sapl", {"per_channel": True}), ("apl", {})])
+def test_compiled_form_agrees_with_reference(name, options):
+    torch.manual_seed(0)
+    ref = build_activation(name, 6, compiled=False, **options)
+    _randomise(ref, seed=2)
+    fused = build_activation(name, 6, compiled=True, **options)
+    fused.load_state_dict(ref.state_dict())
+    for shape in ((8, 6, 5, 5), (8, 6)):
+        x = torch.randn(shape) * 2
+        xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        g = torch.randn(shape)
+        ref(xr).backward(g)
+        fused(xf).backward(g)
+        torch.testing.assert_close(fused(x), ref(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-5)
+        for (n, pr), (_, pf) in zip(ref.named_parameters(), fused.named_parameters()):
+            torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-4, msg=n)
+            pr.grad = pf.grad = None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_activation_builds_and_runs(name):
+    act = build_activation(name, 9)
+    x = torch.randn(2, 9, 3, 3, requires_grad=True)
+    y = act(x)
+    expected_channels = 1 if name == "maxout" else 9
+    assert y.shape == (2, expected_channels, 3, 3)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_swish_default_beta_and_learnable():
+    x = torch.randn(10, 2)
+    torch.testing.assert_close(build_activation("swish", 2)(x), x * torch.sigmoid(0.2 * x))
+    assert sum(p.numel() for p in build_activation("swish", 2).parameters()) == 0
+    assert sum(p.numel() for p in build_activation("swish", 2, learnable_beta=True).parameters()) == 1
+
+
+def test_unknown_name_and_option():
+    with pytest.raises(ValueError, match="unknown activation 'nope'.*sapl"):
+        build_activation("nope", 3)
+    with pytest.raises(ValueError, match="bad option"):
+        build_activation("relu", 3, per_channel=True)
+
+
+def test_curve_and_state():
+    model = torch.nn.Sequential(SAPL(4, compiled=False), torch.nn.ReLU(), APL(2, compiled=False))
+    acts = learnable_activations(model)
+    assert list(acts) == ["0", "2"]
+    grid = torch.linspace(-3, 3, 7)
+    curve = acts["0"].curve(grid)
+    assert curve.shape == (4, 7)
+    torch.testing.assert_close(curve[0], torch.relu(grid))
+    state = activation_state(model)
+    assert state["0"]["a_pos"][0] == [1.0] and set(state["2"]) == {"a"}
