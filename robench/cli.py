@@ -21,7 +21,13 @@ from rich.table import Table
 from .errors import ConfigError, RobenchError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Adversarial robustness of image classifiers by activation.")
-out_console = Console()
+
+
+def _console() -> Console:
+    """stdout console; wide when piped, so tables written to a file or CI log keep every column."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 T = TypeVar("T")
 
 
@@ -93,7 +99,7 @@ def train(
 
     result = run_guarded(go)
     resumed = f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""
-    out_console.print(
+    _console().print(
         f"{result.path}: clean test accuracy {result.test_accuracy:.4f} "
         f"(error {100 * (1 - result.test_accuracy):.2f} %), {result.wall_time_s:.0f} s{resumed}"
     )
@@ -110,15 +116,15 @@ def models(
         from .data import dataset_names
         from .models import model_names
 
-        out_console.print(f"models: {', '.join(model_names())}")
-        out_console.print(f"activations: {', '.join(activation_names())}")
-        out_console.print(f"datasets: {', '.join(dataset_names())}")
+        _console().print(f"models: {', '.join(model_names())}")
+        _console().print(f"activations: {', '.join(activation_names())}")
+        _console().print(f"datasets: {', '.join(dataset_names())}")
         return
     from .checkpoints import list_checkpoints
 
     rows = list_checkpoints(directory)
     if not rows:
-        out_console.print(f"no checkpoints in {directory}")
+        _console().print(f"no checkpoints in {directory}")
         return
     table = Table(title=f"checkpoints in {directory}")
     for col in ("file", "model", "act", "dataset", "epochs", "seed", "aug", "test acc", "official data", "KiB"):
@@ -130,7 +136,69 @@ def models(
         acc = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
         table.add_row(r["file"], r["model"], r["act"], r["dataset"], str(r["epochs"]), str(r["seed"]),
                       str(r["augment"]), acc, str(r["data_official"]), str(r["size_kib"]))
-    out_console.print(table)
+    _console().print(table)
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--eps takes comma-separated numbers, got {text!r}") from None
+
+
+@app.command()
+def attack(
+    model: str = typer.Option("lenet5"),
+    act: str = typer.Option("relu"),
+    dataset: str = typer.Option("cifar10"),
+    attack: str = typer.Option("pixel", "--attack", help="pixel, fgsm or cw"),
+    pixels: int = typer.Option(None, help="pixel: pixels changed (default 1)"),
+    population: int = typer.Option(None, help="pixel: DE population (default 400)"),
+    generations: int = typer.Option(None, help="pixel: most DE generations (default 40)"),
+    mutation: str = typer.Option(None, help="pixel: de (x_r1 + F(x_r2 - x_r3)) or literal (the paper's printed rule)"),
+    eps: str = typer.Option(None, help="fgsm: comma-separated Linf budgets (default 0.02,0.04,0.06,0.08)"),
+    l2_budget: float = typer.Option(None, help="cw: L2 budget a success must stay within"),
+    images: int = typer.Option(100, help="correctly classified test images to attack"),
+    repeats: int = typer.Option(5, help="independent repeats (random attacks only)"),
+    seed: int = typer.Option(0, help="seeds the image set and every repeat"),
+    checkpoint: Path = typer.Option(None, help="default checkpoints/<model>-<act>-<dataset>-s0.pt"),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(None, help="result file (default attacks/<checkpoint>--<attack>-seed<seed>.json)"),
+    data_dir: Path = typer.Option(None),
+    force: bool = typer.Option(False, help="overwrite a finished result"),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """Attack a trained model and write one JSON result (resumes an interrupted run)."""
+    from .attacks.runner import AttackRun, run_attack, summary_rows
+
+    def go() -> Any:
+        given = {"pixels": pixels, "population": population, "generations": generations, "mutation": mutation,
+                 "epsilons": _float_list(eps) if eps is not None else None, "l2_budget": l2_budget}
+        owners = {"pixels": "pixel", "population": "pixel", "generations": "pixel", "mutation": "pixel",
+                  "epsilons": "fgsm", "l2_budget": "cw"}
+        options = {}
+        for key, value in given.items():
+            if value is None:
+                continue
+            if owners[key] != attack:
+                flag = "--eps" if key == "epsilons" else "--" + key.replace("_", "-")
+                raise ConfigError(f"{flag} applies to --attack {owners[key]}, not {attack}")
+            options[key] = value
+        run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=options, images=images,
+                        repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
+        return run_attack(run, out=out, data_dir=data_dir, device=device, force=force, show_progress=not quiet)
+
+    path, result = run_guarded(go)
+    table = Table(title=f"{model} {act} {dataset}: {attack} on {len(result['image_set']['indices'])} images "
+                        f"(drawn {result['image_set']['drawn']})")
+    for col in ("setting", "successes", "success rate", "avg|Z_true - Z_adv|", "repeats"):
+        table.add_column(col)
+    for row in summary_rows(result):
+        z = "-" if row["avg_abs_z_mean"] is None else f"{row['avg_abs_z_mean']:.3f} ± {row['avg_abs_z_std']:.3f}"
+        table.add_row(row["setting"], f"{row['successes_mean']:.1f} ± {row['successes_std']:.1f}",
+                      f"{row['success_rate_mean']:.3f}", z, str(row["repeats"]))
+    _console().print(table)
+    _console().print(f"wrote {path}")
 
 
 def main() -> None:

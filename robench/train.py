@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .activations import Activation, activation_state, check_activation
+from .activations import Activation, activation_factory, activation_state
 from .checkpoints import DEFAULT_DIR, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
@@ -94,7 +94,8 @@ def train(
 ) -> TrainResult:
     """Train ``config`` and write its checkpoint (``checkpoints/<run_name>.pt`` by default)."""
     check_model(config.model)
-    check_activation(config.act)
+    activation_factory(config.act, **config.act_options)  # bad names/options fail before data loads
+    dataset_info(config.dataset)
     dev = resolve_device(device)
     out = Path(out) if out else DEFAULT_DIR / f"{config.run_name}.pt"
     train_split, prov = load_split(config.dataset, True, data_dir, download)

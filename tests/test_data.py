@@ -7,7 +7,8 @@ from robench.data import augment, candidate_roots, load_split, resolve_root
 from robench.errors import DataNotFoundError
 
 
-def test_load_fake_cifar10_is_not_official(fake_data):
+def test_load_fake_cifar10_is_not_official(fake_data, monkeypatch):
+    monkeypatch.setattr("robench.data._warned", set())  # the warning comes once per process
     with pytest.warns(UserWarning, match="official"):
         split, prov = load_split("cifar10", train=True, data_dir=fake_data)
     assert split.images.shape == (200, 3, 32, 32) and split.images.dtype == torch.uint8

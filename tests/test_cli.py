@@ -1,0 +1,62 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from robench.cli import app
+
+runner = CliRunner()
+
+
+def _invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_train_then_list(fake_data, tmp_path):
+    out = tmp_path / "ck" / "mlp-relu-mnist-s0.pt"
+    r = _invoke("train", "--model", "mlp", "--act", "relu", "--dataset", "mnist", "--epochs", "1",
+                "--batch-size", "32", "--data-dir", str(fake_data), "--out", str(out), "--quiet", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "clean test accuracy" in r.output and out.exists()
+    assert json.loads(out.with_suffix(".json").read_text())["train_config"]["epochs"] == 1
+    r = _invoke("models", "--dir", str(out.parent))
+    assert r.exit_code == 0 and "mlp-relu-mnist-s0.pt" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["train", "--model", "vgg"], "unknown model 'vgg'"),
+    (["train", "--act", "gelu"], "unknown activation 'gelu'"),
+    (["train", "--dataset", "svhn"], "unknown dataset 'svhn'"),
+    (["train", "--epochs", "0"], "epochs must be >= 1"),
+    (["train", "--act-opt", "nonsense"], "KEY=VALUE"),
+    (["train", "--act", "sapl", "--act-opt", "flavour=1"], "bad option"),
+])
+def test_bad_input_is_one_line(args, msg, fake_data):
+    r = _invoke(*args, "--data-dir", str(fake_data), "--quiet")
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.output
+
+
+def test_missing_dataset_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("ROBENCH_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    r = _invoke("train", "--dataset", "cifar100", "--data-dir", str(tmp_path / "none"), "--quiet")
+    assert r.exit_code == 1 and "cifar100 not found" in r.output and "Traceback" not in r.output
+
+
+def test_train_from_yaml_config(fake_data, tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("model: lenet5\nact: sapl\ndataset: cifar10\nepochs: 1\nbatch_size: 32\nact_options: {compiled: false}\n")
+    out = tmp_path / "x.pt"
+    r = _invoke("train", "--config", str(cfg), "--data-dir", str(fake_data), "--out", str(out), "--quiet")
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: lenet5\nepoch: 3\n")
+    r = _invoke("train", "--config", str(bad), "--data-dir", str(fake_data), "--quiet")
+    assert r.exit_code == 1 and "unknown key(s) epoch" in r.output
+
+
+def test_known_names():
+    r = _invoke("models", "--known")
+    assert r.exit_code == 0 and "sapl_tied" in r.output and "efficientnet_b0" in r.output

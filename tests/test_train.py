@@ -1,0 +1,77 @@
+import json
+
+import pytest
+import torch
+
+from robench.checkpoints import load_checkpoint
+from robench.config import TrainConfig
+from robench.train import resume_path, train
+
+
+def _cfg(**kw):
+    base = dict(model="lenet5", act="sapl", dataset="cifar10", epochs=4, batch_size=32, lr=0.05,
+                act_options={"compiled": False})
+    return TrainConfig(**(base | kw))
+
+
+def test_short_training_lowers_the_loss_and_writes_checkpoint(fake_data, tmp_path):
+    out = tmp_path / "ck" / "m.pt"
+    result = train(_cfg(), out=out, data_dir=fake_data, device="cpu")
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] * 0.8
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["clean_test_accuracy"] == result.test_accuracy
+    assert meta["provenance"]["data_official"] is False and len(meta["provenance"]["data_sha256"]) == 64
+    assert len(meta["history"]) == 4
+    # the S-APL state is recorded per epoch and starts at ReLU
+    first_layer = next(iter(meta["activations_init"]))
+    assert meta["activations_init"][first_layer]["a_pos"][0] == [1.0]
+    assert meta["history"][-1]["activations"][first_layer]["a_pos"] != meta["activations_init"][first_layer]["a_pos"]
+    assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert not resume_path(out).exists()
+    ck = load_checkpoint(out, model="lenet5", act="sapl", dataset="cifar10")
+    assert not ck.model.training
+
+
+def test_same_seed_same_weights(fake_data, tmp_path):
+    a = train(_cfg(epochs=1, augment=True), out=tmp_path / "a.pt", data_dir=fake_data, device="cpu")
+    b = train(_cfg(epochs=1, augment=True), out=tmp_path / "b.pt", data_dir=fake_data, device="cpu")
+    sa = load_checkpoint(a.path).model.state_dict()
+    sb = load_checkpoint(b.path).model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_interrupted_training_resumes_to_the_same_result(fake_data, tmp_path, monkeypatch):
+    cfg = _cfg(model="mlp", act="relu", dataset="mnist", epochs=3, act_options={})
+    full = train(cfg, out=tmp_path / "full.pt", data_dir=fake_data, device="cpu")
+
+    import robench.train as tr
+
+    calls = {"n": 0}
+    real = tr.accuracy
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # die during epoch 2's evaluation
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, "accuracy", flaky)
+    out = tmp_path / "part.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=out, data_dir=fake_data, device="cpu")
+    assert resume_path(out).exists() and not out.exists()
+    monkeypatch.setattr(tr, "accuracy", real)
+    resumed = train(cfg, out=out, data_dir=fake_data, device="cpu")
+    assert resumed.resumed_from_epoch == 1
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    sa, sb = load_checkpoint(full.path).model.state_dict(), load_checkpoint(out).model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=1)
+    assert TrainConfig(model="mlp", act="sapl", dataset="mnist", augment=True, seed=3).run_name == "mlp-sapl-mnist-aug-s3"
