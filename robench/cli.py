@@ -40,7 +40,7 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int, file
     print(f"robench: warning: {message}", file=sys.stderr)
 
 
-def run_guarded(fn: Callable[[], T]) -> T:
+def run_guarded(fn: Callable[[], T], error_code: int = 1) -> T:
     """Run a library call; turn user-facing errors into one stderr line and exit codes."""
     warnings.showwarning = _show_warning
     # torch.compile logs where it found (no) CUDA on every first compile: noise for a CLI user.
@@ -48,7 +48,7 @@ def run_guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (RobenchError, ValueError, FloatingPointError) as err:
-        _fail(str(err))
+        _fail(str(err), error_code)
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume where it stopped", 130)
     raise AssertionError("unreachable")
@@ -199,6 +199,139 @@ def attack(
                       f"{row['success_rate_mean']:.3f}", z, str(row["repeats"]))
     _console().print(table)
     _console().print(f"wrote {path}")
+
+
+@app.command()
+def report(
+    results: Path = typer.Option(Path("attacks"), help="folder of result JSON files"),
+    format: str = typer.Option("table", "--format", help="table, markdown, csv or json"),
+    out: Path = typer.Option(None, help="write to this file instead of stdout"),
+) -> None:
+    """Tables like the paper's Tables 2-4 from stored results, with the paper's numbers beside."""
+    from .report import RENDERERS, build_report, render_rich
+    from .storage import atomic_write_bytes
+
+    if format not in (*RENDERERS, "table"):
+        _fail(f"unknown format {format!r}; known: table, {', '.join(RENDERERS)}")
+    rep = run_guarded(lambda: build_report(results))
+    if not rep.tables:
+        _fail(f"no finished results in {results}")
+    if format == "table":
+        if out is not None:
+            _fail("--out needs --format markdown, csv or json")
+        for item in render_rich(rep):
+            _console().print(item)
+        return
+    text = RENDERERS[format](rep)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(out, text.encode())
+        _console().print(f"wrote {out}")
+
+
+@app.command()
+def suite(
+    config: Path = typer.Argument(..., help="suite YAML, e.g. configs/paper-lenet5.yaml"),
+    device: str = typer.Option("auto"),
+    data_dir: Path = typer.Option(None),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """Run a models × activations × attacks grid: missing cells run, finished ones are skipped."""
+    from .report import build_report, render_rich
+    from .suite import load_suite, run_suite
+
+    def go() -> Any:
+        s = load_suite(config)
+
+        def say(run: Any, what: str) -> None:
+            if not quiet:
+                print(f"{what:8s} {run.result_name()}", file=sys.stderr)
+
+        return s, run_suite(s, data_dir=data_dir, device=device, show_progress=not quiet, on_cell=say)
+
+    s, cells = run_guarded(go)
+    counts = {k: sum(1 for _, w in cells if w == k) for k in ("ran", "resumed", "skipped")}
+    _console().print(f"suite {s.name}: {counts['ran']} ran, {counts['resumed']} resumed, {counts['skipped']} already done")
+    for item in render_rich(run_guarded(lambda: build_report(s.results))):
+        _console().print(item)
+
+
+@app.command()
+def check(
+    baseline: Path = typer.Option(..., help="baseline YAML, e.g. configs/baseline-ci.yaml"),
+    results: Path = typer.Option(None, help="results folder (default: the one the baseline names)"),
+    update: bool = typer.Option(False, help="rewrite the baseline from the current results"),
+) -> None:
+    """Fail (exit 1) when a cell is less robust than its baseline allows; exit 2 on bad input."""
+    from .check import check as run_check
+    from .check import load_baseline, update_baseline
+
+    def results_dir() -> Path:
+        if results is not None:
+            return results
+        if baseline.exists():
+            return Path(load_baseline(baseline).get("results", "attacks"))
+        return Path("attacks")
+
+    if update:
+        n = run_guarded(lambda: update_baseline(baseline, results_dir()), error_code=2)
+        _console().print(f"wrote {baseline} with {n} cells")
+        return
+    verdicts = run_guarded(lambda: run_check(baseline, results_dir()), error_code=2)
+    table = Table(title=f"robustness check against {baseline}")
+    for col in ("cell", "baseline", "now", "tolerance", "verdict"):
+        table.add_column(col)
+    for v in verdicts:
+        now = "-" if v.now is None else f"{v.now:.2f}"
+        mark = "[green]pass[/green]" if v.passed else f"[red]FAIL[/red] {v.reason}"
+        table.add_row(v.cell, f"{v.baseline:.2f}", now, f"{v.tolerance:.2f}", mark)
+    _console().print(table)
+    failed = sum(not v.passed for v in verdicts)
+    if failed:
+        print(f"robench: {failed} of {len(verdicts)} cells regressed or are missing", file=sys.stderr)
+        raise typer.Exit(1)
+    _console().print(f"all {len(verdicts)} cells pass")
+
+
+plot_app = typer.Typer(no_args_is_help=True, help="PNG figures from checkpoints' sidecars and results (needs robench[plot]).")
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("curves")
+def plot_curves_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint (.pt) or its sidecar (.json)"),
+    out: Path = typer.Option(..., help="PNG to write"),
+    epochs: str = typer.Option(None, help="comma-separated epochs (0 = init); default a spread"),
+) -> None:
+    """Activation shape per layer across epochs (paper figures 1-2)."""
+    from .plot import plot_curves
+
+    chosen = [int(e) for e in epochs.split(",")] if epochs else None
+    _console().print(f"wrote {run_guarded(lambda: plot_curves(checkpoint, out, chosen))}")
+
+
+@plot_app.command("loss")
+def plot_loss_cmd(
+    checkpoints: list[Path] = typer.Argument(..., help="checkpoints (.pt or .json)"),
+    out: Path = typer.Option(..., help="PNG to write"),
+) -> None:
+    """Training loss per epoch of several checkpoints (paper figure 3)."""
+    from .plot import plot_losses
+
+    _console().print(f"wrote {run_guarded(lambda: plot_losses(list(checkpoints), out))}")
+
+
+@plot_app.command("eps")
+def plot_eps_cmd(
+    model: str = typer.Option("lenet5"),
+    results: Path = typer.Option(Path("attacks")),
+    out: Path = typer.Option(..., help="PNG to write"),
+) -> None:
+    """FGSM successes against epsilon per activation."""
+    from .plot import plot_eps
+
+    _console().print(f"wrote {run_guarded(lambda: plot_eps(results, model, out))}")
 
 
 def main() -> None:

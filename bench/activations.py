@@ -1,0 +1,82 @@
+"""Throughput of LeNet-5 per activation on CIFAR-sized batches (issue: S-APL must not be the
+bottleneck; target sapl >= 0.8x relu for training and for inference).
+
+    python bench/activations.py [--batch 128] [--iters 40] [--rounds 5] [--device cpu]
+
+Prints images/s (median over rounds) for a full SGD step and for an eval-mode forward, and the
+ratio to relu. ``sapl-eager`` is the plain sum of hinge terms, the reference the compiled kernel
+replaces. Warm-up (including torch.compile) is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from torch.nn import functional as F
+
+from robench.models import build_model
+
+CASES = [("relu", {}), ("prelu", {}), ("swish", {}), ("apl", {}), ("sapl", {}), ("sapl-eager", {"compiled": False})]
+
+
+def bench(act: str, options: dict, batch: int, iters: int, rounds: int, device: str) -> tuple[float, float]:
+    torch.manual_seed(0)
+    model = build_model("lenet5", act=act.split("-")[0], act_options=options).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def timed(fn) -> float:
+        rates = []
+        for _ in range(rounds):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            rates.append(iters * batch / (time.perf_counter() - start))
+        return statistics.median(rates)
+
+    model.train()
+    for _ in range(5):
+        step()
+    train_rate = timed(step)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(5):
+            model(x)
+        infer_rate = timed(lambda: model(x))
+    return train_rate, infer_rate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--iters", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    print(f"# {' '.join(sys.argv)}")
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, device {a.device}")
+    rows = [(name, *bench(name, opts, a.batch, a.iters, a.rounds, a.device)) for name, opts in CASES]
+    relu_train, relu_infer = rows[0][1], rows[0][2]
+    print(f"{'act':12s} {'train img/s':>12s} {'x relu':>7s} {'infer img/s':>12s} {'x relu':>7s}")
+    for name, tr, inf in rows:
+        print(f"{name:12s} {tr:12.0f} {tr / relu_train:7.2f} {inf:12.0f} {inf / relu_infer:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Gradient attacks through Foolbox 3: FGSM (paper Table 3) and Carlini-Wagner L2 (Table 4).
+
+Foolbox does the attacking; this module only adapts it to robench's attack signature
+``(model, images, labels, config, generator) -> AttackOutcome``: it wraps the model with bounds
+(0, 1) and no preprocessing (normalisation lives inside the model), keeps the model in eval mode
+for the attack, makes Foolbox's global-RNG draws reproducible from ``generator``, and hands back
+Foolbox's *clipped* images. Foolbox's own ``success`` flag is ignored on purpose: it counts images
+the model already misclassifies; ``robench.attacks.base.judge`` decides success for every attack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import foolbox
+import torch
+from torch import Tensor, nn
+
+from robench.attacks.base import AttackOutcome
+
+
+@dataclass(frozen=True)
+class FGSMConfig:
+    """FGSM settings; the epsilons are the paper's Table 3 columns (Linf, on [0, 1] pixels)."""
+
+    epsilons: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08)
+    random_start: bool = False  # Foolbox's LinfFastGradientAttack(random_start=...): uniform start in the eps-box
+    # Most images in one Foolbox call: bounds the input batch, its gradient and the model's activations.
+    max_batch: int = 1000
+
+    def __post_init__(self) -> None:
+        # A list from YAML would make the frozen config unhashable and differ from the default's type.
+        object.__setattr__(self, "epsilons", tuple(float(e) for e in self.epsilons))
+        if not self.epsilons:
+            raise ValueError("epsilons must name at least one Linf budget")
+        bad = [e for e in self.epsilons if not 0 < e <= 1]
+        if bad:
+            raise ValueError(f"every epsilon must be in (0, 1] (pixels live in [0, 1]), got {bad}")
+        if len(set(self.epsilons)) != len(self.epsilons):
+            raise ValueError(f"epsilons must be distinct (one outcome per epsilon), got {list(self.epsilons)}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+
+
+@dataclass(frozen=True)
+class CWConfig:
+    """Carlini-Wagner L2 settings: Foolbox's defaults except ``steps``, plus the L2 budget.
+
+    l2_budget: the paper gives none. Foolbox's CW *minimises* the perturbation, so a budget is what
+    turns its output into a yes/no: an image counts only if CW's adversarial lies within it. 0.5 is
+    the L2 radius RobustBench and most CIFAR-10 L2 papers use (about 0.0064 rms per pixel on a 3x32x32
+    image, invisible), so the numbers are comparable with that literature; it is also far enough above
+    the median minimal CW-L2 distance of an undefended CIFAR LeNet that a robustness gain from the
+    activation function shows up as fewer successes rather than being masked by a budget that admits
+    nothing or everything.
+
+    steps: Foolbox's default is 10000 per binary-search step, with 9 binary-search steps: up to 90000
+    forward+backward passes, far beyond a few minutes on 2 CPU cores for 100 images. 1000 keeps every
+    other default (stepsize 0.01, confidence 0, initial_const 1e-3, abort_early, 9 binary-search steps).
+    With stepsize 0.01, Adam moves each tanh-space coordinate by at most about 0.01 per step, so 1000
+    steps still cover the whole box many times over, and abort_early (no 0.01% loss progress over a tenth of
+    the steps) ends most searches well before 1000 anyway; what is lost is the last decimals of the minimal
+    norm for images whose boundary is far, which matters only near the budget.
+    """
+
+    l2_budget: float = 0.5
+    binary_search_steps: int = 9
+    steps: int = 1000
+    stepsize: float = 0.01
+    confidence: float = 0.0
+    initial_const: float = 0.001
+    abort_early: bool = True
+    # Most images in one Foolbox call, to bound memory. Foolbox's abort_early looks at the loss summed over
+    # the batch, so results depend (slightly) on how images are grouped: keep it fixed across a comparison.
+    max_batch: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.l2_budget > 0:
+            raise ValueError(f"l2_budget must be > 0, got {self.l2_budget}")
+        if self.binary_search_steps < 1:
+            raise ValueError(f"binary_search_steps must be >= 1, got {self.binary_search_steps}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not self.stepsize > 0:
+            raise ValueError(f"stepsize must be > 0, got {self.stepsize}")
+        if not self.confidence >= 0:
+            raise ValueError(f"confidence must be >= 0, got {self.confidence}")
+        if not self.initial_const > 0:
+            raise ValueError(f"initial_const must be > 0, got {self.initial_const}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+
+
+def fgsm_attack(
+    model: nn.Module, images: Tensor, labels: Tensor, config: FGSMConfig, generator: torch.Generator
+) -> dict[float, AttackOutcome]:
+    """Foolbox's LinfFastGradientAttack on ``images`` (N, C, H, W) in [0, 1] with ``labels`` (N,).
+
+    One outcome per epsilon, keyed by it: ``clip(x + eps * sign(grad_x CE), 0, 1)``, or from a uniform
+    start in the eps-box when ``random_start``. FGSM is one gradient, so ``queries`` is 1 per image
+    (one forward+backward pass) for every epsilon. ``generator`` seeds the random start only.
+    """
+    labels = labels.to(images.device)
+    advs: dict[float, list[Tensor]] = {eps: [] for eps in config.epsilons}
+    attack = foolbox.attacks.LinfFastGradientAttack(random_start=config.random_start)
+    with _attack_mode(model, images.device) as fmodel, _seeded_global_rng(generator, images.device, config.random_start):
+        for start in range(0, len(images), config.max_batch):
+            x, y = images[start : start + config.max_batch], labels[start : start + config.max_batch]
+            _, clipped, _ = attack(fmodel, x, y, epsilons=list(config.epsilons))
+            for eps, adv in zip(config.epsilons, clipped):
+                advs[eps].append(adv.detach())
+    queries = torch.ones(len(images), dtype=torch.int64, device=images.device)
+    return {eps: AttackOutcome(adversarial=_cat(parts, images), queries=queries.clone()) for eps, parts in advs.items()}
+
+
+def cw_attack(
+    model: nn.Module, images: Tensor, labels: Tensor, config: CWConfig, generator: torch.Generator
+) -> AttackOutcome:
+    """Foolbox's L2CarliniWagnerAttack on ``images`` (N, C, H, W) in [0, 1] with ``labels`` (N,).
+
+    CW returns, per image, the smallest misclassified image it found. That is the proposal when it is
+    misclassified and within ``l2_budget``; otherwise the clean image. The check matters: where CW
+    finds nothing Foolbox returns an all-zero image, and scaling that (or a minimal adversarial that
+    is too far) down to the budget, as Foolbox's clipped output does, is not something CW found.
+    queries (N,) is the number of forward+backward passes CW ran on the image's batch (exact, counted;
+    Foolbox reports none): at most binary_search_steps * steps, fewer with abort_early.
+    CW draws no random numbers, so ``generator`` is unused; it is taken for the common signature.
+    """
+    labels = labels.to(images.device)
+    attack = foolbox.attacks.L2CarliniWagnerAttack(
+        binary_search_steps=config.binary_search_steps,
+        steps=config.steps,
+        stepsize=config.stepsize,
+        confidence=config.confidence,
+        initial_const=config.initial_const,
+        abort_early=config.abort_early,
+    )
+    advs, queries = [], []
+    counter = _GradientCounter(model)
+    with _attack_mode(counter, images.device) as fmodel:
+        for start in range(0, len(images), config.max_batch):
+            x, y = images[start : start + config.max_batch], labels[start : start + config.max_batch]
+            counter.calls = 0
+            raw, clipped, _ = attack(fmodel, x, y, epsilons=config.l2_budget)
+            passes = counter.calls
+            with torch.no_grad():
+                fooled = model(raw).argmax(1) != y
+            within = (raw - x).flatten(1).norm(dim=1) <= config.l2_budget
+            keep = (fooled & within).view(-1, *[1] * (x.dim() - 1))
+            # Within budget, Foolbox's clip is the identity (factor min(1, eps/norm) = 1): clipped == raw.
+            advs.append(torch.where(keep, clipped.detach(), x))
+            queries.append(torch.full((len(x),), passes, dtype=torch.int64, device=images.device))
+    no_queries = torch.zeros(0, dtype=torch.int64, device=images.device)
+    return AttackOutcome(adversarial=_cat(advs, images), queries=_cat(queries, no_queries))
+
+
+class _GradientCounter(nn.Module):
+    """Passes through to ``model``, counting the calls made with a gradient (the attack's own steps,
+    not Foolbox's final is-adversarial check)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += int(x.requires_grad)
+        return self.model(x)
+
+
+@contextmanager
+def _attack_mode(model: nn.Module, device: torch.device) -> Iterator[foolbox.PyTorchModel]:
+    """The model as a Foolbox model on [0, 1], in eval mode for the attack, the caller's modes restored after.
+
+    Foolbox's PyTorchModel moves the model to its device; refusing a mismatch keeps that from silently
+    relocating the caller's model. Foolbox takes input gradients with ``loss.backward()``, which would
+    also fill (and for CW, accumulate thousands of times into) the parameters' ``.grad``: parameters are
+    frozen for the attack, which also spares computing weight gradients nobody reads.
+    """
+    where = {p.device for p in model.parameters()} | {b.device for b in model.buffers()}
+    if where and where != {device}:
+        raise ValueError(f"model is on {sorted(map(str, where))} but the images are on {device}; move one of them")
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield foolbox.PyTorchModel(model, bounds=(0, 1), device=device)
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires_grad in grads:
+            p.requires_grad_(requires_grad)
+
+
+@contextmanager
+def _seeded_global_rng(generator: torch.Generator, device: torch.device, enabled: bool) -> Iterator[None]:
+    """Foolbox draws from torch's global RNG of ``device``; seed it from ``generator`` inside a fork, so
+    a run reproduces bit for bit and the caller's global RNG state is left as it was."""
+    if not enabled:
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    cuda = device.type == "cuda"
+    index = device.index if device.index is not None else torch.cuda.current_device() if cuda else None
+    with torch.random.fork_rng(devices=[index] if cuda else [], device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _cat(parts: list[Tensor], like: Tensor) -> Tensor:
+    """torch.cat that also handles an empty batch (no Foolbox call, no parts)."""
+    return torch.cat(parts) if parts else like.clone()

@@ -1,0 +1,180 @@
+"""One attack run: load a checkpoint, pick the seeded image set, attack, judge, store.
+
+The image set (SPEC §4): walk a seeded random permutation of the test set and keep the first N
+images the model classifies correctly; the result records their indices and how many were drawn.
+Repeat r of setting s uses its own generator seeded ``seed * 1_000_003 + s * 1_009 + r``, so any
+repeat can be rerun alone and a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoints import default_checkpoint, load_checkpoint
+from ..config import config_from_dict, config_to_dict
+from ..data import load_split, to_float
+from ..errors import ResultError
+from ..progress import progress_bar
+from ..results import DEFAULT_DIR, read_result, write_result
+from ..storage import file_sha256, library_versions, resolve_device
+from ..train import predict
+from . import get_attack
+from .base import judge
+from .metrics import aggregate, image_records, repeat_summary
+
+
+@dataclass(frozen=True)
+class AttackRun:
+    """What ``robench attack`` was asked to do."""
+
+    model: str = "lenet5"
+    act: str = "relu"
+    dataset: str = "cifar10"
+    attack: str = "pixel"
+    options: dict[str, Any] = field(default_factory=dict)  # fields of the attack's config
+    images: int = 100
+    repeats: int = 5
+    seed: int = 0
+    checkpoint: str | None = None  # default: the shipped checkpoints/<model>-<act>-<dataset>-s0.pt
+
+    def __post_init__(self) -> None:
+        if self.images < 1:
+            raise ValueError(f"images must be >= 1, got {self.images}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+    def attack_config(self) -> Any:
+        spec = get_attack(self.attack)
+        return config_from_dict(spec.config_cls, dict(self.options), f"{self.attack} options")
+
+    def checkpoint_path(self) -> Path:
+        return Path(self.checkpoint) if self.checkpoint else default_checkpoint(self.model, self.act, self.dataset)
+
+    def result_name(self) -> str:
+        """``<checkpoint stem>--<attack>[<k>px]-seed<seed>.json``."""
+        tag = f"{self.attack_config().pixels}px" if self.attack == "pixel" else ""
+        return f"{self.checkpoint_path().stem}--{self.attack}{tag}-seed{self.seed}.json"
+
+
+class ResultExistsError(ResultError):
+    """A finished result is already there; pass force to overwrite it."""
+
+
+def select_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, n: int, seed: int,
+                  device: torch.device) -> tuple[list[int], int]:
+    """Indices of the first ``n`` correctly classified images in a seeded permutation, and how
+    many of the permutation were drawn to find them."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    preds = predict(model, images[order].to(device)).cpu()
+    correct = (preds == labels[order]).nonzero().flatten()
+    if len(correct) < n:
+        raise ValueError(f"the model classifies only {len(correct)} test images right, fewer than --images {n}")
+    chosen = correct[:n]
+    return order[chosen].tolist(), int(chosen[-1]) + 1
+
+
+def run_attack(
+    run: AttackRun,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    show_progress: bool = False,
+    on_repeat: Callable[[str, int], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) ``run`` and write its result file; returns its path and content."""
+    spec = get_attack(run.attack)
+    config = run.attack_config()
+    out = Path(out) if out else DEFAULT_DIR / run.result_name()
+    dev = resolve_device(device)
+    ckpt_path = run.checkpoint_path()
+    ckpt = load_checkpoint(ckpt_path, model=run.model, act=run.act, dataset=run.dataset, device=dev)
+    model = ckpt.model
+    ckpt_sha = file_sha256(ckpt_path)
+    test, prov = load_split(run.dataset, train=False, data_dir=data_dir)
+
+    header = {
+        "model": run.model, "act": run.act, "dataset": run.dataset, "attack": run.attack,
+        "attack_config": config_to_dict(config), "run": config_to_dict(run),
+        "checkpoint": {"path": str(ckpt_path), "sha256": ckpt_sha,
+                       "clean_test_accuracy": ckpt.meta.get("clean_test_accuracy")},
+        "provenance": prov.to_dict(), "seed": run.seed,
+    }
+    previous = _resumable(out, header, force)
+    if previous is not None:
+        indices, drawn = previous["image_set"]["indices"], previous["image_set"]["drawn"]
+    else:
+        indices, drawn = select_images(model, test.images, test.labels, run.images, run.seed, dev)
+    images = to_float(test.images[indices]).to(dev)
+    labels = test.labels[indices].to(dev)
+
+    settings = spec.settings(config)
+    repeats = 1 if spec.deterministic else run.repeats
+    done = {s["label"]: s["repeats"] for s in (previous or {}).get("settings", [])}
+    result: dict[str, Any] = header | {
+        "status": "partial",
+        "image_set": {"requested": run.images, "indices": indices, "drawn": drawn, "selection_seed": run.seed},
+        "repeats_per_setting": repeats,
+        "settings": [],
+        "wall_time_s": (previous or {}).get("wall_time_s", 0.0),
+        "device": str(dev),
+        "versions": library_versions(),
+    }
+    result["settings"] = [{"label": label, "config": config_to_dict(c), "repeats": list(done.get(label, []))}
+                          for label, c in settings]
+    total = len(settings) * repeats
+    finished = sum(len(s["repeats"]) for s in result["settings"])
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task(f"{run.attack} {ckpt_path.stem}", total=total, completed=finished)
+        for s_idx, (label, setting) in enumerate(settings):
+            entry = result["settings"][s_idx]
+            for r in range(len(entry["repeats"]), repeats):
+                seed = run.seed * 1_000_003 + s_idx * 1_009 + r
+                start = time.perf_counter()
+                outcome = spec.fn(model, images, labels, setting, torch.Generator().manual_seed(seed))
+                verdict = judge(model, images, labels, outcome, **spec.budget(setting))
+                elapsed = time.perf_counter() - start
+                entry["repeats"].append(repeat_summary(verdict) | {
+                    "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
+                    "queries_total": int(outcome.queries.sum()),
+                    "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu()),
+                })
+                result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)
+                write_result(out, result)
+                bar.update(task, advance=1)
+                if on_repeat is not None:
+                    on_repeat(label, r)
+            entry["aggregate"] = aggregate(entry["repeats"])
+    result["status"] = "complete"
+    return out, write_result(out, result)
+
+
+def _resumable(out: Path, header: dict[str, Any], force: bool) -> dict[str, Any] | None:
+    """The partial result to continue from, None to start afresh; refuses to clobber."""
+    if not out.exists() or force:
+        return None
+    old = read_result(out)
+    if old["status"] == "complete":
+        raise ResultExistsError(f"{out} is a finished result; pass --force to run it again")
+    for key in ("model", "act", "dataset", "attack", "attack_config", "run", "checkpoint", "provenance", "seed"):
+        if old.get(key) != header[key]:
+            raise ResultError(f"{out} is an unfinished run with a different {key}; pass --force to start over")
+    return old
+
+
+def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per setting for printing: label, successes mean ± std, rate, avg|Z|."""
+    rows = []
+    for s in result["settings"]:
+        agg = s.get("aggregate") or aggregate(s["repeats"])
+        rows.append({"setting": s["label"]} | agg)
+    return rows
+
+
+__all__ = ["AttackRun", "ResultExistsError", "run_attack", "select_images", "summary_rows"]

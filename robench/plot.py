@@ -1,0 +1,133 @@
+"""PNG figures from stored files only: activation shapes across epochs (paper figures 1-2),
+training-loss curves (figure 3) and FGSM success against epsilon. Needs the ``plot`` extra."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, RobenchError
+from .models import ModelArgs, build_model_from_args
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise RobenchError("robench plot needs matplotlib: pip install 'robench[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _sidecar(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    side = path if path.suffix == ".json" else path.with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no sidecar {side} (plots read the JSON written beside each checkpoint)") from None
+    except json.JSONDecodeError:
+        raise CheckpointError(f"sidecar {side} is corrupt JSON") from None
+    if "history" not in meta or "model_args" not in meta:
+        raise CheckpointError(f"{side} is not a robench checkpoint sidecar")
+    return meta
+
+
+def activation_curves(meta: dict[str, Any], grid: torch.Tensor, epochs: list[int]) -> dict[str, dict[int, torch.Tensor]]:
+    """Per learnable layer, per epoch (0 = init): its curve on ``grid``, averaged over channels."""
+    args = ModelArgs.from_dict(meta["model_args"])
+    args = ModelArgs(**{**args.__dict__, "act_options": {**args.act_options, "compiled": False}}) \
+        if args.act in ("apl",) or args.act.startswith("sapl") else args
+    model = build_model_from_args(args)
+    states = {0: meta["activations_init"]} | {h["epoch"]: h["activations"] for h in meta["history"]}
+    curves: dict[str, dict[int, torch.Tensor]] = {}
+    for epoch in epochs:
+        if epoch not in states:
+            continue
+        for layer, params in states[epoch].items():
+            module = model.get_submodule(layer)
+            with torch.no_grad():
+                for name, value in params.items():
+                    getattr(module, name).copy_(torch.tensor(value))
+            curves.setdefault(layer, {})[epoch] = module.curve(grid).mean(0)
+    return curves
+
+
+def plot_curves(checkpoint: str | Path, out: str | Path, epochs: list[int] | None = None) -> Path:
+    """One panel per learnable activation layer, one line per epoch (figures 1-2)."""
+    plt = _pyplot()
+    meta = _sidecar(checkpoint)
+    if not meta.get("activations_init"):
+        raise CheckpointError(f"{checkpoint} has no learnable activations to draw ({meta['model_args']['act']})")
+    last = meta["history"][-1]["epoch"]
+    epochs = epochs or sorted({0, 1, max(1, last // 4), max(1, last // 2), last})
+    grid = torch.linspace(-3, 3, 241)
+    curves = activation_curves(meta, grid, epochs)
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3.2), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (layer, by_epoch) in zip(axes[0], curves.items()):
+        for i, (epoch, y) in enumerate(sorted(by_epoch.items())):
+            ax.plot(grid, y, color=cmap(i / max(1, len(by_epoch) - 1)), label=f"epoch {epoch}")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.set_title(f"layer {layer}", fontsize=9)
+        ax.set_xlabel("x")
+    axes[0][0].set_ylabel("h(x)" + (" (mean over channels)" if meta["model_args"]["act_options"].get("per_channel") else ""))
+    axes[0][-1].legend(fontsize=7)
+    args = meta["model_args"]
+    fig.suptitle(f"{args['act']} in {args['name']} on {meta['dataset']}: shape during training")
+    return _save(fig, plt, out)
+
+
+def plot_losses(checkpoints: list[str | Path], out: str | Path) -> Path:
+    """Training loss per epoch of several checkpoints (figure 3)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for ck in checkpoints:
+        meta = _sidecar(ck)
+        xs = [h["epoch"] for h in meta["history"]]
+        ax.plot(xs, [h["train_loss"] for h in meta["history"]], marker=".", label=Path(ck).stem)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=7)
+    return _save(fig, plt, out)
+
+
+def plot_eps(results_dir: str | Path, model: str, out: str | Path) -> Path:
+    """FGSM successes against epsilon, one line per activation of ``model`` (mean ± std)."""
+    from .report import build_report
+
+    plt = _pyplot()
+    table = next((t for t in build_report(results_dir).tables if t.key == "table3_fgsm"), None)
+    rows = [r for r in (table.rows if table else []) if r.model == model]
+    if not rows:
+        raise RobenchError(f"no finished FGSM results for {model} in {results_dir}")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for r in rows:
+        labels = [c for c in table.columns if c in r.cells]
+        eps = [float(c.split("=")[1]) for c in labels]
+        ax.errorbar(eps, [r.cells[c].mean for c in labels], yerr=[r.cells[c].std for c in labels], marker="o",
+                    capsize=3, label=f"{r.act} ({r.tag})")
+    ax.set_xlabel("epsilon (Linf)")
+    ax.set_ylabel("successes")
+    ax.set_title(f"FGSM on {model}")
+    ax.legend(fontsize=7)
+    return _save(fig, plt, out)
+
+
+def _save(fig: Any, plt: Any, out: str | Path) -> Path:
+    import io
+
+    from .storage import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return Path(out)

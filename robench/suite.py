@@ -1,0 +1,99 @@
+"""Experiment grids from one YAML file: models × activations × attacks.
+
+Each cell is one ``robench attack`` run with its own result file. A suite runs what is missing,
+skips what is finished and resumes what was interrupted (the attack runner keeps finished
+repeats), so rerunning a suite after a crash, or after adding a row, does only the new work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .attacks import get_attack
+from .attacks.runner import AttackRun, run_attack
+from .checkpoints import default_checkpoint
+from .config import config_from_dict, load_yaml
+from .errors import ConfigError, ResultError
+from .results import read_result
+
+
+@dataclass(frozen=True)
+class SuiteAttack:
+    attack: str
+    options: dict[str, Any] = field(default_factory=dict)
+    repeats: int = 5
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    name: str
+    models: tuple[str, ...]
+    acts: tuple[str, ...]
+    attacks: tuple[SuiteAttack, ...]
+    dataset: str = "cifar10"
+    images: int = 100
+    seed: int = 0
+    train_seed: int = 0
+    results: str = "attacks"
+    checkpoints: str = "checkpoints"
+
+    def runs(self) -> list[AttackRun]:
+        """Every cell of the grid, in order."""
+        return [
+            AttackRun(model=m, act=a, dataset=self.dataset, attack=at.attack, options=dict(at.options),
+                      images=self.images, repeats=at.repeats, seed=self.seed,
+                      checkpoint=str(default_checkpoint(m, a, self.dataset, seed=self.train_seed,
+                                                        directory=Path(self.checkpoints))))
+            for m in self.models for a in self.acts for at in self.attacks
+        ]
+
+
+def load_suite(path: str | Path) -> SuiteConfig:
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite is a mapping")
+    attacks = data.get("attacks")
+    if not isinstance(attacks, list) or not attacks:
+        raise ConfigError(f"{path}: 'attacks' must be a non-empty list")
+    data = dict(data)
+    data["attacks"] = tuple(config_from_dict(SuiteAttack, a, f"{path}: attacks[{i}]") for i, a in enumerate(attacks))
+    suite = config_from_dict(SuiteConfig, data, str(path))
+    for run in suite.runs():  # every cell's attack name and options are valid before anything runs
+        get_attack(run.attack)
+        run.attack_config()
+    return suite
+
+
+def cell_status(path: Path) -> str:
+    """'missing', 'partial' or 'complete'."""
+    if not path.exists():
+        return "missing"
+    try:
+        return "complete" if read_result(path)["status"] == "complete" else "partial"
+    except ResultError:
+        return "partial"  # an unreadable file is rerun; run_attack reports it if it cannot be
+
+
+def run_suite(
+    suite: SuiteConfig,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    show_progress: bool = False,
+    on_cell: Callable[[AttackRun, str], None] | None = None,
+) -> list[tuple[Path, str]]:
+    """Run every unfinished cell; returns (result path, what happened: skipped/ran/resumed)."""
+    done = []
+    for run in suite.runs():
+        path = Path(suite.results) / run.result_name()
+        status = cell_status(path)
+        if status == "complete":
+            done.append((path, "skipped"))
+        else:
+            run_attack(run, out=path, data_dir=data_dir, device=device, show_progress=show_progress)
+            done.append((path, "resumed" if status == "partial" else "ran"))
+        if on_cell is not None:
+            on_cell(run, done[-1][1])
+    return done
