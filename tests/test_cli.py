@@ -60,3 +60,54 @@ def test_train_from_yaml_config(fake_data, tmp_path):
 def test_known_names():
     r = _invoke("models", "--known")
     assert r.exit_code == 0 and "sapl_tied" in r.output and "efficientnet_b0" in r.output
+
+
+@pytest.fixture(scope="module")
+def relu_ckpt(tmp_path_factory):
+    from robench.config import TrainConfig
+    from robench.train import train
+    from tests.conftest import write_fake_cifar
+
+    root = write_fake_cifar(tmp_path_factory.mktemp("data"), "cifar10")
+    ck = tmp_path_factory.mktemp("ck") / "lenet5-relu-cifar10-s0.pt"
+    train(TrainConfig(model="lenet5", act="relu", epochs=2, batch_size=32), out=ck, data_dir=root, device="cpu")
+    return root, ck
+
+
+def test_attack_command_writes_result_and_refuses_rerun(relu_ckpt, tmp_path):
+    root, ck = relu_ckpt
+    out = tmp_path / "res.json"
+    args = ["attack", "--attack", "pixel", "--pixels", "2", "--population", "8", "--generations", "1", "--images", "4",
+            "--repeats", "2", "--checkpoint", str(ck), "--data-dir", str(root), "--out", str(out), "--quiet"]
+    r = _invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert "2px" in r.output and json.loads(out.read_text())["status"] == "complete"
+    r = _invoke(*args)
+    assert r.exit_code == 1 and "--force" in r.output
+    assert _invoke(*args, "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--attack", "laser"], "unknown attack 'laser'"),
+    (["--attack", "fgsm", "--eps", "0.02,1.5"], "(0, 1]"),
+    (["--attack", "fgsm", "--eps", "abc"], "comma-separated"),
+    (["--attack", "pixel", "--pixels", "0"], "pixels must be >= 1"),
+    (["--attack", "fgsm", "--pixels", "3"], "--pixels applies to --attack pixel"),
+    (["--act", "sapl"], "act=relu, not sapl"),
+    (["--checkpoint", "/nonexistent/x.pt"], "not found"),
+])
+def test_attack_bad_input_is_one_line(relu_ckpt, args, msg, tmp_path):
+    root, ck = relu_ckpt
+    base = ["attack", "--images", "2", "--repeats", "1", "--data-dir", str(root), "--out", str(tmp_path / "o.json"), "--quiet"]
+    if "--checkpoint" not in args:
+        base += ["--checkpoint", str(ck)]
+    r = _invoke(*base, *args)
+    assert r.exit_code == 1, r.output
+    lines = [line for line in r.output.splitlines() if line.strip() and "warning" not in line]
+    assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.output
+
+
+def test_missing_default_checkpoint(fake_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = _invoke("attack", "--model", "nin", "--act", "sapl", "--data-dir", str(fake_data), "--quiet")
+    assert r.exit_code == 1 and "checkpoints/nin-sapl-cifar10-s0.pt not found" in r.output

@@ -1,0 +1,170 @@
+"""Report, suite, check and plot, driven from real (tiny) attack results."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from robench.check import check, update_baseline
+from robench.cli import app
+from robench.config import TrainConfig
+from robench.report import build_report, render_csv, render_json, render_markdown
+from robench.results import read_result
+from robench.suite import load_suite, run_suite
+from robench.train import train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Fake data, relu + sapl LeNet checkpoints trained on it, and a tiny suite file."""
+    from tests.conftest import write_fake_cifar
+
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar(root, "cifar10")
+    ckdir = tmp_path_factory.mktemp("ck")
+    for act in ("relu", "sapl"):
+        cfg = TrainConfig(model="lenet5", act=act, dataset="cifar10", epochs=3, batch_size=32,
+                          act_options={"compiled": False} if act == "sapl" else {})
+        train(cfg, out=ckdir / f"lenet5-{act}-cifar10-s0.pt", data_dir=root, device="cpu")
+    work = tmp_path_factory.mktemp("work")
+    suite = {
+        "name": "tiny", "models": ["lenet5"], "acts": ["relu", "sapl"], "images": 5, "seed": 1,
+        "results": str(work / "results"), "checkpoints": str(ckdir),
+        "attacks": [{"attack": "pixel", "options": {"pixels": 1, "population": 8, "generations": 1}, "repeats": 2},
+                    {"attack": "fgsm", "options": {"epsilons": [0.01, 0.03]}, "repeats": 1}],
+    }
+    (work / "suite.yaml").write_text(yaml.safe_dump(suite))
+    run_suite(load_suite(work / "suite.yaml"), data_dir=root, device="cpu")
+    return root, work
+
+
+def test_report_reproduces_stored_numbers(setup):
+    _, work = setup
+    rep = build_report(work / "results")
+    assert [t.key for t in rep.tables] == ["table2_pixel", "table3_fgsm"]
+    for t in rep.tables:
+        for row in t.rows:
+            stored = read_result(next(work.joinpath("results").glob(f"lenet5-{row.act}-cifar10-s0--{t.key.split('_')[1]}*")))
+            for s in stored["settings"]:
+                reps = [r["successes"] for r in s["repeats"]]
+                assert row.cells[s["label"]].mean == pytest.approx(sum(reps) / len(reps))
+    # every export carries the same numbers
+    csv_rows = render_csv(rep).strip().splitlines()[1:]
+    assert len(csv_rows) == sum(len(r.cells) for t in rep.tables for r in t.rows)
+    js = json.loads(render_json(rep))
+    assert js["tables"][0]["rows"][0]["cells"]["1px"]["mean"] == rep.tables[0].rows[0].cells["1px"].mean
+    md = render_markdown(rep)
+    assert "cifar10 †" in md and "[paper 61]" in md  # non-official data marked; paper beside ours
+
+
+def test_gain_vs_relu_is_one_minus_ratio(setup):
+    _, work = setup
+    (table,) = [t for t in build_report(work / "results").tables if t.key == "table3_fgsm"]
+    relu, sapl = (next(r for r in table.rows if r.act == a) for a in ("relu", "sapl"))
+    for label, cell in sapl.cells.items():
+        if relu.cells[label].mean:
+            assert cell.gain_vs_relu == pytest.approx(1 - cell.mean / relu.cells[label].mean)
+    assert all(c.gain_vs_relu in (None, 0.0) for c in relu.cells.values())
+
+
+def test_suite_rerun_does_only_missing_work(setup, tmp_path):
+    root, work = setup
+    suite = load_suite(work / "suite.yaml")
+    done = run_suite(suite, data_dir=root, device="cpu")
+    assert {what for _, what in done} == {"skipped"}
+    # interrupt a fresh copy midway: one cell deleted, one left partial
+    results = work / "results"
+    victim = sorted(results.glob("*pixel*"))[0]
+    partial = json.loads(victim.read_text())
+    partial["status"] = "partial"
+    partial["settings"][0]["repeats"] = partial["settings"][0]["repeats"][:1]
+    partial["settings"][0].pop("aggregate")
+    victim.write_text(json.dumps(partial))
+    gone = sorted(results.glob("*fgsm*"))[0]
+    gone.unlink()
+    done = dict((p.name, w) for p, w in run_suite(suite, data_dir=root, device="cpu"))
+    assert done[victim.name] == "resumed" and done[gone.name] == "ran"
+    assert sum(w == "skipped" for w in done.values()) == len(done) - 2
+    assert len(read_result(victim)["settings"][0]["repeats"]) == 2
+
+
+def test_check_passes_fails_and_reports_missing(setup, tmp_path):
+    _, work = setup
+    results = tmp_path / "results"
+    shutil.copytree(work / "results", results)
+    base = tmp_path / "baseline.yaml"
+    n = update_baseline(base, results, absolute=0.5, std_factor=0.0)
+    assert n > 0 and all(v.passed for v in check(base, results))
+    # plant a regression: more successes than the baseline allows
+    doc = yaml.safe_load(base.read_text())
+    key = next(k for k in doc["cells"] if "fgsm" in k and "sapl" in k)
+    doc["cells"][key]["successes"] -= 2
+    doc["cells"]["lenet5/swish/cifar10/s0/fgsm/eps=0.01"] = {"successes": 1}
+    base.write_text(yaml.safe_dump(doc))
+    verdicts = {v.cell: v for v in check(base, results)}
+    assert not verdicts[key].passed and "less robust" in verdicts[key].reason
+    assert not verdicts["lenet5/swish/cifar10/s0/fgsm/eps=0.01"].passed
+    assert "missing" in verdicts["lenet5/swish/cifar10/s0/fgsm/eps=0.01"].reason
+    # two-sided: fewer successes than the baseline means the attack got weaker
+    doc["cells"][key]["successes"] += 4
+    del doc["cells"]["lenet5/swish/cifar10/s0/fgsm/eps=0.01"]
+    base.write_text(yaml.safe_dump(doc))
+    assert all(v.passed for v in check(base, results))
+    doc["tolerance"]["two_sided"] = True
+    base.write_text(yaml.safe_dump(doc))
+    assert "weaker" in {v.cell: v for v in check(base, results)}[key].reason
+
+
+def test_check_cli_exit_codes(setup, tmp_path):
+    _, work = setup
+    base = tmp_path / "b.yaml"
+    r = runner.invoke(app, ["check", "--baseline", str(base), "--results", str(work / "results"), "--update"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["check", "--baseline", str(base), "--results", str(work / "results")])
+    assert r.exit_code == 0 and "pass" in r.output
+    doc = yaml.safe_load(base.read_text())
+    doc["cells"]["lenet5/relu/cifar10/s0/cw/l2=0.5"] = {"successes": 3}
+    base.write_text(yaml.safe_dump(doc))
+    r = runner.invoke(app, ["check", "--baseline", str(base), "--results", str(work / "results")])
+    assert r.exit_code == 1 and "FAIL" in r.output
+    base.write_text("just: text\n")
+    r = runner.invoke(app, ["check", "--baseline", str(base), "--results", str(work / "results")])
+    assert r.exit_code == 2 and "not a robench baseline" in r.output
+
+
+def test_report_cli_formats(setup, tmp_path):
+    _, work = setup
+    r = runner.invoke(app, ["report", "--results", str(work / "results")])
+    assert r.exit_code == 0 and "Table 2" in r.output and "paper 61" in r.output
+    out = tmp_path / "r.csv"
+    r = runner.invoke(app, ["report", "--results", str(work / "results"), "--format", "csv", "--out", str(out)])
+    assert r.exit_code == 0 and out.read_text().startswith("table,model")
+    r = runner.invoke(app, ["report", "--results", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_suite_config_errors(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: x\nmodels: [lenet5]\nacts: [relu]\nattacks: [{attack: laser}]\n")
+    with pytest.raises(ValueError, match="unknown attack 'laser'"):
+        load_suite(bad)
+    bad.write_text("name: x\nmodels: [lenet5]\nacts: [relu]\nattacks: [{attack: pixel, options: {pixels: 0}}]\n")
+    with pytest.raises(Exception, match="pixels must be >= 1"):
+        load_suite(bad)
+
+
+def test_plots_are_png(setup, tmp_path):
+    root, work = setup
+    ck = next(p for p in (work.parent).glob("ck*/lenet5-sapl-cifar10-s0.pt"))
+    for args in (["curves", str(ck)], ["loss", str(ck), str(ck.with_name("lenet5-relu-cifar10-s0.pt"))],
+                 ["eps", "--results", str(work / "results")]):
+        out = tmp_path / f"{args[0]}.png"
+        r = runner.invoke(app, ["plot", *args, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = runner.invoke(app, ["plot", "curves", str(ck.with_name("lenet5-relu-cifar10-s0.pt")), "--out", str(tmp_path / "x.png")])
+    assert r.exit_code == 1 and "no learnable activations" in r.output
