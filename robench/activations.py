@@ -21,36 +21,23 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .registry import Registry
+
 ActivationFactory = Callable[[int], nn.Module]
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_activation(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register ``builder(channels, **options) -> nn.Module`` under ``name``."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
+ACTIVATIONS: Registry[Callable[..., nn.Module]] = Registry("activation")
+register_activation = ACTIVATIONS.register  # builder(channels, **options) -> nn.Module
 
 
 def activation_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def check_activation(name: str) -> None:
-    """Raise a ValueError naming the known activations when ``name`` is not one."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(activation_names())}")
+    return ACTIVATIONS.names()
 
 
 def build_activation(name: str, channels: int, **options: Any) -> nn.Module:
     """A fresh activation module for a layer with ``channels`` channels (dim 1 of its input)."""
-    check_activation(name)
+    builder = ACTIVATIONS.get(name)
     try:
-        return _REGISTRY[name](channels, **options)
+        return builder(channels, **options)
     except TypeError as err:  # an option this activation does not take
         raise ValueError(f"bad option for activation {name!r}: {err}") from None
 

@@ -24,6 +24,7 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from .errors import DataNotFoundError
+from .registry import Registry
 from .storage import file_sha256
 
 
@@ -91,18 +92,19 @@ def _mnist_load(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor
 _CIFAR10 = datasets.CIFAR10
 _CIFAR100 = datasets.CIFAR100
 
-_REGISTRY: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+for _info in (
+    DatasetInfo(
         "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), _CIFAR10.base_folder,
         {name: md5 for name, md5 in _CIFAR10.train_list + _CIFAR10.test_list} | {"batches.meta": _CIFAR10.meta["md5"]},
         "www.cs.toronto.edu", _cifar_loader(_CIFAR10),
     ),
-    "cifar100": DatasetInfo(
+    DatasetInfo(
         "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), _CIFAR100.base_folder,
         {name: md5 for name, md5 in _CIFAR100.train_list + _CIFAR100.test_list} | {"meta": _CIFAR100.meta["md5"]},
         "www.cs.toronto.edu", _cifar_loader(_CIFAR100),
     ),
-    "mnist": DatasetInfo(
+    DatasetInfo(
         # md5s of the uncompressed idx files of the official release (torchvision lists the .gz ones)
         "mnist", 1, 28, 10, (0.1307,), (0.3081,), "MNIST/raw",
         {
@@ -113,17 +115,16 @@ _REGISTRY: dict[str, DatasetInfo] = {
         },
         "ossci-datasets.s3.amazonaws.com", _mnist_load,
     ),
-}
+):
+    DATASETS.add(_info.name, _info)
 
 
 def dataset_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def cache_dir() -> Path:

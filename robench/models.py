@@ -16,8 +16,10 @@ import torchvision
 from torch import Tensor, nn
 
 from .activations import ActivationFactory, activation_factory
+from .registry import Registry
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+register_model = MODELS.register  # builder(act=factory, num_classes, in_channels, image_size) -> body
 
 
 @dataclass(frozen=True)
@@ -45,21 +47,8 @@ class ModelArgs:
         return cls(**d)
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
-
-
 def model_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def check_model(name: str) -> None:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(model_names())}")
+    return MODELS.names()
 
 
 def build_model(
@@ -79,9 +68,9 @@ def build_model(
 
 
 def build_model_from_args(args: ModelArgs) -> nn.Module:
-    check_model(args.name)
+    builder = MODELS.get(args.name)
     factory = activation_factory(args.act, **args.act_options)
-    body = _REGISTRY[args.name](
+    body = builder(
         act=factory, num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size
     )
     return Classifier(Normalize(args.mean, args.std, args.in_channels), body)
@@ -134,6 +123,11 @@ def linear_bn_act(fin: int, fout: int, act: ActivationFactory) -> nn.Sequential:
     return nn.Sequential(nn.Linear(fin, wide, bias=False), nn.BatchNorm1d(wide), act(fout))
 
 
+def pooled_head(cin: int, num_classes: int) -> list[nn.Module]:
+    """1x1 conv to the classes, then global average pooling (All-CNN-C and NIN end this way)."""
+    return [nn.Conv2d(cin, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+
+
 @register_model("lenet5")
 def lenet5(act: ActivationFactory, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """LeNet-5 (LeCun et al. 1998): conv 6@5x5, pool, conv 16@5x5, pool, fc 120, fc 84, fc classes.
@@ -182,9 +176,7 @@ def allcnn(act: ActivationFactory, num_classes: int, in_channels: int, image_siz
         nn.Dropout(0.5),
         conv_bn_act(192, 192, 3, act, padding=1),
         conv_bn_act(192, 192, 1, act),
-        nn.Conv2d(192, num_classes, 1),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
+        *pooled_head(192, num_classes),
     )
 
 
@@ -205,9 +197,7 @@ def nin(act: ActivationFactory, num_classes: int, in_channels: int, image_size: 
         nn.Dropout(0.5),
         conv_bn_act(192, 192, 3, act, padding=1),
         conv_bn_act(192, 192, 1, act),
-        nn.Conv2d(192, num_classes, 1),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
+        *pooled_head(192, num_classes),
     )
 
 

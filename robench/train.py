@@ -24,7 +24,7 @@ from .checkpoints import DEFAULT_DIR, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
 from .errors import CheckpointError
-from .models import ModelArgs, build_model_from_args, check_model
+from .models import MODELS, ModelArgs, build_model_from_args
 from .progress import progress_bar
 from .storage import atomic_torch_save, library_versions, resolve_device
 
@@ -93,7 +93,7 @@ def train(
     download: bool = True,
 ) -> TrainResult:
     """Train ``config`` and write its checkpoint (``checkpoints/<run_name>.pt`` by default)."""
-    check_model(config.model)
+    MODELS.get(config.model)
     activation_factory(config.act, **config.act_options)  # bad names/options fail before data loads
     dataset_info(config.dataset)
     dev = resolve_device(device)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..registry import Registry
 from .base import AttackFn
 from .gradient import CWConfig, FGSMConfig, cw_attack, fgsm_attack
 from .pixel import PixelAttackConfig, pixel_attack
@@ -27,33 +28,33 @@ def _fgsm_one(model, images, labels, config, generator):  # type: ignore[no-unty
     return fgsm_attack(model, images, labels, config, generator)[config.epsilons[0]]
 
 
-ATTACKS: dict[str, AttackSpec] = {
-    "pixel": AttackSpec(
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+for _spec in (
+    AttackSpec(
         "pixel", PixelAttackConfig, pixel_attack,
         settings=lambda c: [(f"{c.pixels}px", c)],
         budget=lambda c: {"l0_budget": c.pixels},
         deterministic=False,
     ),
-    "fgsm": AttackSpec(
+    AttackSpec(
         "fgsm", FGSMConfig, _fgsm_one,
         settings=lambda c: [(f"eps={e:g}", dataclasses.replace(c, epsilons=(e,))) for e in c.epsilons],
         budget=lambda c: {"linf_budget": c.epsilons[0]},
         deterministic=False,  # random_start makes it random; without it repeats are identical
     ),
-    "cw": AttackSpec(
+    AttackSpec(
         "cw", CWConfig, cw_attack,
         settings=lambda c: [(f"l2={c.l2_budget:g}", c)],
         budget=lambda c: {"l2_budget": c.l2_budget},
         deterministic=True,
     ),
-}
+):
+    ATTACKS.add(_spec.name, _spec)
 
 
 def attack_names() -> list[str]:
-    return sorted(ATTACKS)
+    return ATTACKS.names()
 
 
 def get_attack(name: str) -> AttackSpec:
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; known: {', '.join(attack_names())}")
-    return ATTACKS[name]
+    return ATTACKS.get(name)
