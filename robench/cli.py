@@ -73,7 +73,7 @@ def train(
     model: str = typer.Option("lenet5", help="model name (robench models --known lists them)"),
     act: str = typer.Option("relu", help="activation name"),
     dataset: str = typer.Option("cifar10", help="cifar10, cifar100 or mnist"),
-    epochs: int = typer.Option(15),
+    epochs: int = typer.Option(8),
     seed: int = typer.Option(0),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="random crop (pad 4) + flip"),
     batch_size: int = typer.Option(128),
@@ -83,6 +83,7 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     out: Path = typer.Option(None, help="checkpoint path (default checkpoints/<model>-<act>-<dataset>[-aug]-s<seed>.pt)"),
     data_dir: Path = typer.Option(None, help="dataset root (else $ROBENCH_DATA, else the user cache)"),
+    force: bool = typer.Option(False, help="overwrite a finished checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Train a model with a chosen activation and write a checkpoint with its JSON sidecar."""
@@ -95,7 +96,7 @@ def train(
         else:
             cfg = TrainConfig(model=model, act=act, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                               augment=augment, seed=seed, act_options=parse_act_options(act_opt))
-        return run_train(cfg, out=out, data_dir=data_dir, device=device, show_progress=not quiet)
+        return run_train(cfg, out=out, data_dir=data_dir, device=device, show_progress=not quiet, force=force)
 
     result = run_guarded(go)
     resumed = f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""

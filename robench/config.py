@@ -74,7 +74,7 @@ class TrainConfig:
     model: str = "lenet5"
     act: str = "relu"
     dataset: str = "cifar10"
-    epochs: int = 15
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9

@@ -91,13 +91,19 @@ def train(
     device: str = "auto",
     show_progress: bool = False,
     download: bool = True,
+    force: bool = False,
 ) -> TrainResult:
-    """Train ``config`` and write its checkpoint (``checkpoints/<run_name>.pt`` by default)."""
+    """Train ``config`` and write its checkpoint (``checkpoints/<run_name>.pt`` by default).
+
+    A finished checkpoint at ``out`` is not overwritten unless ``force``; an unfinished run there
+    (its ``.resume.pt``) is continued."""
     MODELS.get(config.model)
     activation_factory(config.act, **config.act_options)  # bad names/options fail before data loads
     dataset_info(config.dataset)
     dev = resolve_device(device)
     out = Path(out) if out else DEFAULT_DIR / f"{config.run_name}.pt"
+    if out.exists() and not resume_path(out).exists() and not force:
+        raise CheckpointError(f"{out} exists; pass --force to train it again, or --out another path")
     train_split, prov = load_split(config.dataset, True, data_dir, download)
     test_split, _ = load_split(config.dataset, False, data_dir, download)
     args = model_args_for(config)

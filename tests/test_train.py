@@ -33,6 +33,19 @@ def test_short_training_lowers_the_loss_and_writes_checkpoint(fake_data, tmp_pat
     assert not ck.model.training
 
 
+def test_finished_checkpoint_is_not_overwritten_without_force(fake_data, tmp_path):
+    from robench.errors import CheckpointError
+
+    out = tmp_path / "m.pt"
+    train(_cfg(epochs=1), out=out, data_dir=fake_data, device="cpu")
+    before = out.read_bytes()
+    with pytest.raises(CheckpointError, match="--force"):
+        train(_cfg(epochs=1, seed=5), out=out, data_dir=fake_data, device="cpu")
+    assert out.read_bytes() == before
+    train(_cfg(epochs=1, seed=5), out=out, data_dir=fake_data, device="cpu", force=True)
+    assert out.read_bytes() != before
+
+
 def test_same_seed_same_weights(fake_data, tmp_path):
     a = train(_cfg(epochs=1, augment=True), out=tmp_path / "a.pt", data_dir=fake_data, device="cpu")
     b = train(_cfg(epochs=1, augment=True), out=tmp_path / "b.pt", data_dir=fake_data, device="cpu")

@@ -1,0 +1,235 @@
+"""Speed of robench's batched DE one-pixel attack against its peers and against the bare cost of
+the forward passes it makes (issue targets: robench >= 2x the fastest peer's images/s at a success
+count no lower than the peer's minus noise; robench <= 1.15x the bare forward cost).
+
+    ROBENCH_DATA=/tmp/rbdata python bench/pixel_attack.py [--images 100] [--peers all] [--device auto]
+
+All methods attack the same N correctly classified CIFAR-10 test images (``select_images``, seed 0)
+of the shipped lenet5-relu checkpoint with 1 pixel, a population of 400 and 40 generations:
+
+- robench   ``pixel_attack`` with a seed-0 CPU generator, as ``robench attack`` runs it;
+- bare      the forward passes robench's DE made, with no attack logic: for every generation, as
+            many candidate images as were still being attacked (read off ``outcome.queries``),
+            split into batches of ``max_batch`` exactly as robench splits them;
+- torchattacks ``OnePixel`` and ART ``PixelAttack`` (DE), both seeded through NumPy's global RNG.
+
+Success is robench's own criterion (``judge``): re-run the model on the returned images and count
+argmax != label. A warm-up forward pass precedes the timings; no attack run is repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from robench.attacks.base import AttackOutcome, judge
+from robench.attacks.pixel import PixelAttackConfig, pixel_attack
+from robench.attacks.runner import select_images
+from robench.checkpoints import load_checkpoint
+from robench.data import load_split, to_float
+from robench.storage import resolve_device
+
+CHECKPOINT = "checkpoints/lenet5-relu-cifar10-s0.pt"
+PIXELS, POPULATION, GENERATIONS = 1, 400, 40
+PEERS = ("torchattacks", "art")
+
+
+class Counting(nn.Module):
+    """The model, counting the images pushed through it (every method's query count, measured the same way)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.images = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.images += x.shape[0]
+        return self.model(x)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_robench(model: Counting, images: Tensor, labels: Tensor, config: PixelAttackConfig) -> AttackOutcome:
+    return pixel_attack(model, images, labels, config, torch.Generator().manual_seed(0))
+
+
+def run_torchattacks(model: Counting, images: Tensor, labels: Tensor) -> Tensor:
+    import torchattacks
+
+    # OnePixel turns popsize into scipy's multiplier itself: popmul = max(1, int(popsize / dim)) with
+    # dim = pixels * (2 + C) = 5, and its DE (a scipy copy) keeps popmul * dim = 80 * 5 = 400 members.
+    # So popsize=400 is 400 candidates per generation. steps=40 is 40 generations after the initial
+    # population, as in robench. inf_batch=400 puts one generation of its one image in one forward pass.
+    np.random.seed(0)  # its DE draws from NumPy's global RNG (seed=None)
+    attack = torchattacks.OnePixel(model, pixels=PIXELS, steps=GENERATIONS, popsize=POPULATION, inf_batch=POPULATION)
+    return attack(images, labels)
+
+
+def run_art(model: Counting, images: Tensor, labels: Tensor, device: torch.device) -> Tensor:
+    from art.attacks.evasion import PixelAttack
+    from art.estimators.classification import PyTorchClassifier
+
+    class Classifier(PyTorchClassifier):
+        # PixelAttack calls predict() without a batch size (ART's default: 128); 400 puts one whole
+        # generation of its one image in one forward pass, as inf_batch does for torchattacks.
+        def predict(self, x: np.ndarray, batch_size: int = POPULATION, **kwargs) -> np.ndarray:
+            return super().predict(x, batch_size=batch_size, **kwargs)
+
+    # The model takes (N, C, H, W) in [0, 1] and normalises inside; clip_values (0, 1) makes
+    # PixelAttack rescale to 0-255 for its search (colours are integers there, truncated) and back to
+    # [0, 1] before every predict and on return. Its predict returns logits, so its DE minimises the
+    # true-class logit, not the softmax probability robench and torchattacks minimise.
+    classifier = Classifier(
+        model, loss=nn.CrossEntropyLoss(), input_shape=tuple(images.shape[1:]), nb_classes=10,
+        clip_values=(0.0, 1.0), channels_first=True, device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+    # ART hard-codes its DE population: popsize = max(1, 400 // len(bounds)) = 400 // 5 = 80, a scipy
+    # multiplier, so 80 * 5 = 400 members; not configurable, and already 400. max_iter=40 generations
+    # after the initial population; es=1 is DE (0 would be CMA-ES).
+    attack = PixelAttack(classifier, th=PIXELS, es=1, max_iter=GENERATIONS, targeted=False, verbose=False)
+    np.random.seed(0)  # its DE draws from NumPy's global RNG (seed=None)
+    adv = attack.generate(images.cpu().numpy(), labels.cpu().numpy())
+    return torch.from_numpy(adv).to(images.device)
+
+
+@torch.no_grad()
+def bare_forward(model: nn.Module, images: Tensor, queries: Tensor, population: int, max_batch: int) -> int:
+    """Push robench's candidate count through ``model`` as robench batched it; returns images pushed.
+
+    Image i was active in generations 0 .. queries[i] / population - 1, and each generation's
+    active_images * population candidates went through in chunks of at most max_batch. The inputs
+    are one pre-built batch sliced per chunk, so no painting, copying or indexing is timed.
+    """
+    per_image = (queries // population).tolist()
+    block = images.repeat_interleave(math.ceil(max_batch / len(images)), 0)[:max_batch].contiguous()
+    block = torch.cat([block] * math.ceil(max_batch / len(block)))[:max_batch]
+    pushed = 0
+    for g in range(max(per_image)):
+        total = sum(1 for q in per_image if q > g) * population
+        for start in range(0, total, max_batch):
+            size = min(max_batch, total - start)
+            model(block[:size])
+            pushed += size
+    return pushed
+
+
+def l0_changed(adv: Tensor, images: Tensor) -> Tensor:
+    """Pixels per image that changed by more than half a grey level (ART's 0-255 round trip moves
+    untouched pixels by float rounding, which an exact comparison would count)."""
+    return ((adv - images).abs() > 0.5 / 255).any(1).flatten(1).sum(1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=100, help="correctly classified test images to attack")
+    p.add_argument("--peer-images", type=int, default=None,
+                   help="attack only the first K of them with the peers (default: all); robench and bare "
+                        "are then also reported on those K")
+    p.add_argument("--peers", choices=("all", "none", *PEERS), default="all")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--profile", action="store_true", help="also print torch.profiler's op table for robench")
+    a = p.parse_args()
+
+    device = resolve_device(a.device)
+    print(f"# {' '.join(sys.argv)}")
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
+    print(f"# torch {torch.__version__}, cpu {cpu}, gpu {gpu}, device {device}, threads {torch.get_num_threads()}")
+    versions = []
+    for name in PEERS if a.peers == "all" else (() if a.peers == "none" else (a.peers,)):
+        mod = __import__("art" if name == "art" else name)
+        versions.append(f"{name} {mod.__version__}")
+    print(f"# {', '.join(versions) or 'no peers'}; numpy {np.__version__}")
+
+    ckpt = load_checkpoint(CHECKPOINT, device=device)
+    model = Counting(ckpt.model).eval()
+    test, prov = load_split("cifar10", train=False)
+    indices, drawn = select_images(ckpt.model, test.images, test.labels, a.images, seed=0, device=device)
+    images = to_float(test.images[indices]).to(device)
+    labels = test.labels[indices].to(device)
+    config = PixelAttackConfig(pixels=PIXELS, population=POPULATION, generations=GENERATIONS)
+    print(f"# {CHECKPOINT}: {a.images} images (first of {drawn} drawn), data_official={prov.official}; "
+          f"pixels={PIXELS} population={POPULATION} generations={GENERATIONS} max_batch={config.max_batch}")
+
+    with torch.no_grad():  # warm-up: allocator and kernels, not timed
+        model.model(images[:1].expand(config.max_batch, -1, -1, -1).contiguous())
+        pixel_attack(model.model, images[:2], labels[:2], PixelAttackConfig(generations=1), torch.Generator().manual_seed(1))
+
+    rows: list[tuple[str, int, float, int, int, int]] = []  # name, images, seconds, successes, queries, max L0
+
+    def record(name: str, n: int, seconds: float, adv: Tensor, budget: int | None) -> int:
+        queries = model.images
+        outcome = AttackOutcome(adversarial=adv, queries=torch.zeros(n, dtype=torch.int64))
+        success = int(judge(model.model, images[:n], labels[:n], outcome, l0_budget=budget).success.sum())
+        rows.append((name, n, seconds, success, queries, int(l0_changed(adv, images[:n]).max())))
+        return success
+
+    def timed(fn):  # noqa: ANN001, ANN202
+        model.images = 0
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        return out, time.perf_counter() - start
+
+    k = min(a.peer_images or a.images, a.images)
+    sizes = [a.images] if k == a.images else [a.images, k]
+    bare_rate: dict[int, tuple[float, int]] = {}
+    for n in sizes:
+        outcome, seconds = timed(lambda: run_robench(model, images[:n], labels[:n], config))
+        counted = model.images
+        if counted != int(outcome.queries.sum()):
+            raise RuntimeError(f"robench reported {int(outcome.queries.sum())} queries, the model saw {counted}")
+        record(f"robench[{n}]", n, seconds, outcome.adversarial, PIXELS)
+        pushed, bare_s = timed(lambda: bare_forward(model.model, images[:n], outcome.queries.cpu(), POPULATION, config.max_batch))
+        rows.append((f"bare[{n}]", n, bare_s, -1, pushed, 0))
+        bare_rate[n] = (seconds / bare_s, pushed)
+
+    if a.peers in ("all", "torchattacks"):
+        adv, seconds = timed(lambda: run_torchattacks(model, images[:k], labels[:k]))
+        record("torchattacks", k, seconds, adv, None)
+    if a.peers in ("all", "art"):
+        adv, seconds = timed(lambda: run_art(model, images[:k], labels[:k], device))
+        record("art", k, seconds, adv, None)
+
+    print(f"{'method':16s} {'images':>6s} {'seconds':>9s} {'images/s':>9s} {'s/image':>8s} {'success':>8s} "
+          f"{'model imgs':>11s} {'max L0':>6s} {'x bare':>7s}")
+    for name, n, seconds, success, queries, l0 in rows:
+        ratio = f"{bare_rate[n][0]:7.3f}" if name.startswith("robench") else ""
+        succ = f"{success:8d}" if success >= 0 else f"{'-':>8s}"
+        print(f"{name:16s} {n:6d} {seconds:9.2f} {n / seconds:9.3f} {seconds / n:8.3f} {succ} {queries:11d} {l0:6d} {ratio}")
+
+    peers = [r for r in rows if not r[0].startswith(("robench", "bare"))]
+    for n, (ratio, _) in bare_rate.items():
+        print(f"target robench[{n}] time <= 1.15x bare: {ratio:.3f}x -> {'met' if ratio <= 1.15 else 'MISSED'}")
+    if peers:
+        ours = next(r for r in rows if r[0] == f"robench[{k}]")
+        best = max(peers, key=lambda r: r[1] / r[2])
+        speedup = (ours[1] / ours[2]) / (best[1] / best[2])
+        # noise: two binomial standard errors of the peer's success count
+        noise = 2 * math.sqrt(best[1] * (best[3] / best[1]) * (1 - best[3] / best[1]))
+        ok = speedup >= 2 and ours[3] >= best[3] - noise
+        print(f"target robench >= 2x fastest peer ({best[0]}) on {k} images: {speedup:.2f}x, success {ours[3]} vs "
+              f"{best[3]} (noise 2 s.e. = {noise:.1f}) -> {'met' if ok else 'MISSED'}")
+
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            run_robench(model.model, images, labels, config)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+if __name__ == "__main__":
+    main()
