@@ -24,7 +24,8 @@ from robench.models import build_model
 CASES = [("relu", {}), ("prelu", {}), ("swish", {}), ("apl", {}), ("sapl", {}), ("sapl-eager", {"compiled": False})]
 
 
-def bench(act: str, options: dict, batch: int, iters: int, rounds: int, device: str) -> tuple[float, float]:
+def setup(act: str, options: dict, batch: int, device: str) -> tuple:
+    """A LeNet-5 with ``act``, its optimiser and one fixed batch, warmed up (compiled) already."""
     torch.manual_seed(0)
     model = build_model("lenet5", act=act.split("-")[0], act_options=options).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -37,29 +38,33 @@ def bench(act: str, options: dict, batch: int, iters: int, rounds: int, device: 
         loss.backward()
         opt.step()
 
-    def timed(fn) -> float:
-        rates = []
-        for _ in range(rounds):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(iters):
-                fn()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            rates.append(iters * batch / (time.perf_counter() - start))
-        return statistics.median(rates)
+    @torch.no_grad()
+    def infer() -> None:
+        model(x)
 
-    model.train()
-    for _ in range(5):
-        step()
-    train_rate = timed(step)
-    model.eval()
-    with torch.no_grad():
+    def train_mode() -> None:
+        model.train()
+
+    def eval_mode() -> None:
+        model.eval()
+
+    for mode, fn in ((train_mode, step), (eval_mode, infer)):
+        mode()
         for _ in range(5):
-            model(x)
-        infer_rate = timed(lambda: model(x))
-    return train_rate, infer_rate
+            fn()
+    return (train_mode, step), (eval_mode, infer)
+
+
+def rate(mode, fn, iters: int, batch: int, device: str) -> float:
+    mode()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return iters * batch / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -71,7 +76,14 @@ def main() -> None:
     a = p.parse_args()
     print(f"# {' '.join(sys.argv)}")
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, device {a.device}")
-    rows = [(name, *bench(name, opts, a.batch, a.iters, a.rounds, a.device)) for name, opts in CASES]
+    cases = {name: setup(name, opts, a.batch, a.device) for name, opts in CASES}
+    # Rounds interleave the activations, so drift in machine load hits all of them alike.
+    rates: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in cases}
+    for _ in range(a.rounds):
+        for name, (train_fns, infer_fns) in cases.items():
+            rates[name][0].append(rate(*train_fns, a.iters, a.batch, a.device))
+            rates[name][1].append(rate(*infer_fns, a.iters, a.batch, a.device))
+    rows = [(name, statistics.median(tr), statistics.median(inf)) for name, (tr, inf) in rates.items()]
     relu_train, relu_infer = rows[0][1], rows[0][2]
     print(f"{'act':12s} {'train img/s':>12s} {'x relu':>7s} {'infer img/s':>12s} {'x relu':>7s}")
     for name, tr, inf in rows:

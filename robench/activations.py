@@ -13,6 +13,7 @@ and one backward, which is what keeps S-APL close to ReLU's throughput (see benc
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -189,23 +190,36 @@ def _hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor) -> Ten
     return y
 
 
-_compiled_hinge_sum: Callable[..., Tensor] | None = None
+_compiled_kernels: dict[tuple[int, int, bool], Callable[..., Tensor]] = {}
 _compile_failed = False
 
 
-def _fused_hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor) -> Tensor:
+def _kernel(key: tuple[int, int, bool]) -> Callable[..., Tensor]:
+    """The compiled kernel for one (rank, hinges, per-channel) combination.
+
+    torch.compile keeps its guards per code object and stops compiling after 8 variants of one;
+    a model mixes 4-D and 2-D layers, APL and S-APL differ in hinge count, and train/eval differ in
+    grad mode, so one shared code object would run past that limit and silently fall back to
+    eager. Each combination therefore gets its own copy of the code object (and its own cache).
+    """
+    if key not in _compiled_kernels:
+        code = _hinge_sum.__code__.replace(co_name=f"_hinge_sum_r{key[0]}_j{key[1]}_{'pc' if key[2] else 'sh'}")
+        fn = types.FunctionType(code, _hinge_sum.__globals__, code.co_name)
+        _compiled_kernels[key] = torch.compile(fn, dynamic=True)
+    return _compiled_kernels[key]
+
+
+def _fused_hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor, per_channel: bool) -> Tensor:
     """The compiled kernel, built on first use; falls back to eager (with one warning) where
     torch.compile cannot run (no C++ compiler, unsupported platform)."""
-    global _compiled_hinge_sum, _compile_failed
-    if _compile_failed or torch.jit.is_scripting():
+    global _compile_failed
+    if _compile_failed:
         return _hinge_sum(x, weights, signs, places)
-    if _compiled_hinge_sum is None:
-        _compiled_hinge_sum = torch.compile(_hinge_sum, dynamic=True)
     try:
-        return _compiled_hinge_sum(x, weights, signs, places)
+        return _kernel((x.dim(), weights.shape[0], per_channel))(x, weights, signs, places)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager form
         _compile_failed = True
-        warnings.warn(f"torch.compile unavailable ({type(err).__name__}); hinge units run eager")
+        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); hinge units run eager")
         return _hinge_sum(x, weights, signs, places)
 
 
@@ -251,7 +265,7 @@ class HingeUnit(Activation):
         weights, places = weights.reshape(shape), places.reshape(shape)
         signs = self.signs.to(x.dtype)
         if self.compiled:
-            return _fused_hinge_sum(x, weights.to(x.dtype), signs, places.to(x.dtype))
+            return _fused_hinge_sum(x, weights.to(x.dtype), signs, places.to(x.dtype), self.per_channel)
         return _hinge_sum(x, weights.to(x.dtype), signs, places.to(x.dtype))
 
 
