@@ -12,8 +12,6 @@ SHAPES = {"mlp": (1, 28), "lenet5": (3, 32)}
 @pytest.mark.parametrize("model", model_names())
 @pytest.mark.parametrize("act", activation_names())
 def test_every_model_with_every_activation(model, act):
-    if model in ("resnet18", "efficientnet_b0", "nin", "allcnn") and act not in ("relu", "sapl", "maxout", "apl"):
-        pytest.skip("big models: the hinge units, relu and maxout cover their code paths")
     channels, size = SHAPES.get(model, (3, 16))
     options = {"compiled": False} if act in ("apl",) or act.startswith("sapl") else {}
     if model == "efficientnet_b0" and act == "maxout":
