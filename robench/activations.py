@@ -45,12 +45,12 @@ def build_activation(name: str, channels: int, **options: Any) -> nn.Module:
 
 def activation_factory(name: str, **options: Any) -> ActivationFactory:
     """A per-layer factory; validates the name and options once, up front."""
-    build_activation(name, 1, **options)
+    probe = build_activation(name, 1, **options)
 
     def factory(channels: int) -> nn.Module:
         return build_activation(name, channels, **options)
 
-    factory.expansion = getattr(build_activation(name, 1, **options), "expansion", 1)  # type: ignore[attr-defined]
+    factory.expansion = getattr(probe, "expansion", 1)  # type: ignore[attr-defined]
     return factory
 
 
@@ -219,7 +219,7 @@ def _fused_hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor, 
         return _kernel((x.dim(), weights.shape[0], per_channel))(x, weights, signs, places)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager form
         _compile_failed = True
-        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); hinge units run eager")
+        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); hinge units run eager", stacklevel=2)
         return _hinge_sum(x, weights, signs, places)
 
 

@@ -8,6 +8,7 @@ repeat can be rerun alone and a resumed run equals an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ def run_attack(
     """Run (or resume) ``run`` and write its result file; returns its path and content."""
     spec = get_attack(run.attack)
     config = run.attack_config()
+    # The default checkpoint written out, so `robench attack` and a suite naming the same file
+    # describe the same run (and can resume each other's partial results).
+    run = dataclasses.replace(run, checkpoint=str(run.checkpoint_path()))
     out = Path(out) if out else DEFAULT_DIR / run.result_name()
     dev = resolve_device(device)
     ckpt_path = run.checkpoint_path()
