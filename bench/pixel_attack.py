@@ -10,10 +10,12 @@ of the shipped lenet5-relu checkpoint with 1 pixel, a population of 400 and 40 g
 - robench   ``pixel_attack`` with a seed-0 CPU generator, as ``robench attack`` runs it;
 - bare      the forward passes robench's DE made, with no attack logic: for every generation, as
             many candidate images as were still being attacked (read off ``outcome.queries``),
-            split into batches of ``max_batch`` exactly as robench splits them;
+            split into batches of robench's chunk (``forward_batch``: max_batch, or 512 on a CPU and 8192 on
+            a GPU) exactly as robench splits them;
 - torchattacks ``OnePixel`` and ART ``PixelAttack`` (DE), both seeded through NumPy's global RNG.
 
-Success is robench's own criterion (``judge``): re-run the model on the returned images and count
+``load`` is the 1-minute load average after each method: above the thread count, a neighbour
+shared the cores during it. Success is robench's own criterion (``judge``): re-run the model on the returned images and count
 argmax != label. A warm-up forward pass precedes the timings. Wall time is reported with the
 process's CPU time beside it (on a shared machine the wall time alone swings with the neighbours);
 ``--repeats R`` runs robench and bare alternately R times and keeps the fastest of each, since
@@ -146,6 +148,9 @@ def main() -> None:
                         "are then also reported on those K")
     p.add_argument("--peers", choices=("all", "none", *PEERS), default="all")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--max-batch", type=int, default=PixelAttackConfig.max_batch,
+                   help="robench's max_batch (candidate images per forward pass; default 512 on a CPU, "
+                        "8192 on a GPU); bare uses the same")
     p.add_argument("--repeats", type=int, default=1, help="robench/bare runs, alternated; the fastest of each is kept")
     p.add_argument("--profile", action="store_true", help="also print torch.profiler's op table for robench")
     a = p.parse_args()
@@ -170,7 +175,7 @@ def main() -> None:
     indices, drawn = select_images(ckpt.model, test.images, test.labels, a.images, seed=0, device=device)
     images = to_float(test.images[indices]).to(device)
     labels = test.labels[indices].to(device)
-    config = PixelAttackConfig(pixels=PIXELS, population=POPULATION, generations=GENERATIONS)
+    config = PixelAttackConfig(pixels=PIXELS, population=POPULATION, generations=GENERATIONS, max_batch=a.max_batch)
     print(f"# {CHECKPOINT}: {a.images} images (first of {drawn} drawn), data_official={prov.official}; "
           f"pixels={PIXELS} population={POPULATION} generations={GENERATIONS} max_batch={forward_batch(config, images.device)}")
 
@@ -178,14 +183,13 @@ def main() -> None:
         model.model(images[:1].expand(forward_batch(config, images.device), -1, -1, -1).contiguous())
         pixel_attack(model.model, images[:2], labels[:2], PixelAttackConfig(generations=1), torch.Generator().manual_seed(1))
 
-    # name, images, (wall s, cpu s), successes (-1: not an attack), model images, max L0
-    rows: list[tuple[str, int, tuple[float, float], int, int, int]] = []
+    # name, images, (wall s, cpu s), successes (-1: not an attack), model images, max L0, 1-min load after
+    rows: list[tuple[str, int, tuple[float, float], int, int, int, str]] = []
 
-    def record(name: str, n: int, seconds: tuple[float, float], adv: Tensor, budget: int | None) -> None:
-        queries = model.images
+    def record(name: str, n: int, seconds: tuple[float, float], adv: Tensor, queries: int, budget: int | None) -> None:
         outcome = AttackOutcome(adversarial=adv, queries=torch.zeros(n, dtype=torch.int64))
         success = int(judge(model.model, images[:n], labels[:n], outcome, l0_budget=budget).success.sum())
-        rows.append((name, n, seconds, success, queries, int(l0_changed(adv, images[:n]).max())))
+        rows.append((name, n, seconds, success, queries, int(l0_changed(adv, images[:n]).max()), load().split()[0]))
 
     def timed(fn):  # noqa: ANN001, ANN202
         model.images = 0
@@ -212,23 +216,23 @@ def main() -> None:
             print(f"# robench[{n}] wall s: {' '.join(f'{s[0]:.2f}' for s in ours)}; "
                   f"bare[{n}] wall s: {' '.join(f'{s[0]:.2f}' for s in bare)}")
         seconds, bare_s = min(ours), min(bare)
-        record(f"robench[{n}]", n, seconds, outcome.adversarial, PIXELS)
-        rows.append((f"bare[{n}]", n, bare_s, -1, pushed, 0))
+        record(f"robench[{n}]", n, seconds, outcome.adversarial, counted, PIXELS)
+        rows.append((f"bare[{n}]", n, bare_s, -1, pushed, 0, load().split()[0]))
         bare_rate[n] = (seconds[0] / bare_s[0], seconds[1] / bare_s[1])
 
     if a.peers in ("all", "torchattacks"):
         adv, seconds = timed(lambda: run_torchattacks(model, images[:k], labels[:k]))
-        record("torchattacks", k, seconds, adv, None)
+        record("torchattacks", k, seconds, adv, model.images, None)
     if a.peers in ("all", "art"):
         adv, seconds = timed(lambda: run_art(model, images[:k], labels[:k], device))
-        record("art", k, seconds, adv, None)
+        record("art", k, seconds, adv, model.images, None)
 
     print(f"{'method':16s} {'images':>6s} {'wall s':>8s} {'cpu s':>8s} {'images/s':>9s} {'s/image':>8s} "
-          f"{'success':>8s} {'model imgs':>11s} {'max L0':>6s} {'x bare':>7s} {'cpu x bare':>10s}")
-    for name, n, (wall, cpu_s), success, queries, l0 in rows:
+          f"{'success':>8s} {'model imgs':>11s} {'max L0':>6s} {'load':>5s} {'x bare':>7s} {'cpu x bare':>10s}")
+    for name, n, (wall, cpu_s), success, queries, l0, after in rows:
         ratio = f"{bare_rate[n][0]:7.3f} {bare_rate[n][1]:10.3f}" if name.startswith("robench") else ""
         succ = f"{success:8d}" if success >= 0 else f"{'-':>8s}"
-        print(f"{name:16s} {n:6d} {wall:8.2f} {cpu_s:8.2f} {n / wall:9.3f} {wall / n:8.3f} {succ} {queries:11d} {l0:6d} {ratio}")
+        print(f"{name:16s} {n:6d} {wall:8.2f} {cpu_s:8.2f} {n / wall:9.3f} {wall / n:8.3f} {succ} {queries:11d} {l0:6d} {after:>5s} {ratio}")
 
     peers = [r for r in rows if not r[0].startswith(("robench", "bare"))]
     for n, (ratio, cpu_ratio) in bare_rate.items():
