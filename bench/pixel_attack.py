@@ -1,6 +1,7 @@
-"""Speed of robench's batched DE one-pixel attack against its peers and against the bare cost of
-the forward passes it makes (issue targets: robench >= 2x the fastest peer's images/s at a success
-count no lower than the peer's minus noise; robench <= 1.15x the bare forward cost).
+"""Speed of robench's one-pixel DE attack against torchattacks, ART and its own bare forward cost.
+
+Issue targets: robench >= 2x the fastest peer's images/s at a success count no lower than the
+peer's minus noise; robench's time <= 1.15x the bare forward cost of the candidates it evaluated.
 
     ROBENCH_DATA=/tmp/rbdata python bench/pixel_attack.py [--images 100] [--peers all] [--device auto]
 
@@ -10,13 +11,13 @@ of the shipped lenet5-relu checkpoint with 1 pixel, a population of 400 and 40 g
 - robench   ``pixel_attack`` with a seed-0 CPU generator, as ``robench attack`` runs it;
 - bare      the forward passes robench's DE made, with no attack logic: for every generation, as
             many candidate images as were still being attacked (read off ``outcome.queries``),
-            split into batches of robench's chunk (``forward_batch``: max_batch, or 512 on a CPU and 8192 on
-            a GPU) exactly as robench splits them;
+            split into batches exactly as robench splits them (``forward_batch``: max_batch, or
+            512 on a CPU and 8192 on a GPU);
 - torchattacks ``OnePixel`` and ART ``PixelAttack`` (DE), both seeded through NumPy's global RNG.
 
 ``load`` is the 1-minute load average after each method: above the thread count, a neighbour
-shared the cores during it. Success is robench's own criterion (``judge``): re-run the model on the returned images and count
-argmax != label. A warm-up forward pass precedes the timings. Wall time is reported with the
+shared the cores during it. Success is robench's own criterion (``judge``): re-run the model on
+the returned images and count argmax != label. A warm-up forward pass precedes the timings. Wall time is reported with the
 process's CPU time beside it (on a shared machine the wall time alone swings with the neighbours);
 ``--repeats R`` runs robench and bare alternately R times and keeps the fastest of each, since
 their ratio is the figure that neighbours disturb most. Peers run once.
@@ -118,7 +119,7 @@ def bare_forward(model: nn.Module, images: Tensor, queries: Tensor, population: 
     """Push robench's candidate count through ``model`` as robench batched it; returns images pushed.
 
     Image i was active in generations 0 .. queries[i] / population - 1, and each generation's
-    active_images * population candidates went through in chunks of at most max_batch. The inputs
+    active_images * population candidates went through in chunks of at most max_batch (robench's chunk). The inputs
     are one pre-built batch sliced per chunk, so no painting, copying or indexing is timed.
     """
     per_image = (queries // population).tolist()
@@ -176,11 +177,12 @@ def main() -> None:
     images = to_float(test.images[indices]).to(device)
     labels = test.labels[indices].to(device)
     config = PixelAttackConfig(pixels=PIXELS, population=POPULATION, generations=GENERATIONS, max_batch=a.max_batch)
+    chunk = forward_batch(config, device)  # what robench uses per forward pass; bare copies it
     print(f"# {CHECKPOINT}: {a.images} images (first of {drawn} drawn), data_official={prov.official}; "
-          f"pixels={PIXELS} population={POPULATION} generations={GENERATIONS} max_batch={forward_batch(config, images.device)}")
+          f"pixels={PIXELS} population={POPULATION} generations={GENERATIONS} max_batch={chunk}")
 
     with torch.no_grad():  # warm-up: allocator and kernels, not timed
-        model.model(images[:1].expand(forward_batch(config, images.device), -1, -1, -1).contiguous())
+        model.model(images[:1].expand(chunk, -1, -1, -1).contiguous())
         pixel_attack(model.model, images[:2], labels[:2], PixelAttackConfig(generations=1), torch.Generator().manual_seed(1))
 
     # name, images, (wall s, cpu s), successes (-1: not an attack), model images, max L0, 1-min load after
@@ -191,11 +193,11 @@ def main() -> None:
         success = int(judge(model.model, images[:n], labels[:n], outcome, l0_budget=budget).success.sum())
         rows.append((name, n, seconds, success, queries, int(l0_changed(adv, images[:n]).max()), load().split()[0]))
 
-    def timed(fn):  # noqa: ANN001, ANN202
+    def timed(fn, *args):
         model.images = 0
         sync(device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        out = fn()
+        out = fn(*args)
         sync(device)
         return out, (time.perf_counter() - start, time.process_time() - cpu_start)
 
@@ -205,12 +207,12 @@ def main() -> None:
     for n in sizes:
         ours, bare = [], []
         for _ in range(a.repeats):
-            outcome, seconds = timed(lambda: run_robench(model, images[:n], labels[:n], config))
+            outcome, seconds = timed(run_robench, model, images[:n], labels[:n], config)
             counted = model.images
             if counted != int(outcome.queries.sum()):
                 raise RuntimeError(f"robench reported {int(outcome.queries.sum())} queries, the model saw {counted}")
             ours.append(seconds)
-            pushed, bare_s = timed(lambda: bare_forward(model.model, images[:n], outcome.queries.cpu(), POPULATION, forward_batch(config, images.device)))
+            pushed, bare_s = timed(bare_forward, model.model, images[:n], outcome.queries.cpu(), POPULATION, chunk)
             bare.append(bare_s)
         if a.repeats > 1:
             print(f"# robench[{n}] wall s: {' '.join(f'{s[0]:.2f}' for s in ours)}; "
@@ -221,10 +223,10 @@ def main() -> None:
         bare_rate[n] = (seconds[0] / bare_s[0], seconds[1] / bare_s[1])
 
     if a.peers in ("all", "torchattacks"):
-        adv, seconds = timed(lambda: run_torchattacks(model, images[:k], labels[:k]))
+        adv, seconds = timed(run_torchattacks, model, images[:k], labels[:k])
         record("torchattacks", k, seconds, adv, model.images, None)
     if a.peers in ("all", "art"):
-        adv, seconds = timed(lambda: run_art(model, images[:k], labels[:k], device))
+        adv, seconds = timed(run_art, model, images[:k], labels[:k], device)
         record("art", k, seconds, adv, model.images, None)
 
     print(f"{'method':16s} {'images':>6s} {'wall s':>8s} {'cpu s':>8s} {'images/s':>9s} {'s/image':>8s} "
