@@ -117,16 +117,21 @@ def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False
     return Path(directory) / f"{model}-{act}-{dataset}{aug}-s{seed}.pt"
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's metadata: its JSON sidecar, else the payload (the sidecar is cheaper to read)."""
+    side = sidecar_path(path)
+    return json.loads(side.read_text()) if side.is_file() else read_payload(path)
+
+
 def list_checkpoints(directory: str | Path = DEFAULT_DIR) -> list[dict[str, Any]]:
     """One row per ``.pt`` in ``directory`` from its sidecar (or the payload when it has none)."""
     rows = []
     for pt in sorted(Path(directory).glob("*.pt")):
         if pt.name.endswith(".resume.pt"):
             continue
-        side = sidecar_path(pt)
         row: dict[str, Any] = {"file": pt.name, "size_kib": round(pt.stat().st_size / 1024, 1)}
         try:
-            meta = json.loads(side.read_text()) if side.is_file() else read_payload(pt)
+            meta = read_meta(pt)
             args = meta["model_args"]
             cfg = meta.get("train_config", {})
             row |= {

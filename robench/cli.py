@@ -232,13 +232,47 @@ def report(
 
 
 @app.command()
+def stats(
+    checkpoints: Path = typer.Option(Path("checkpoints"), help="checkpoint folder (clean error over seeds)"),
+    results: Path = typer.Option(None, help="result folder of a multi-seed suite, e.g. attacks/seeds"),
+    against: str = typer.Option("relu", help="activation the attack figures are tested against"),
+    format: str = typer.Option("table", "--format", help="table, markdown or json"),
+    out: Path = typer.Option(None, help="write to this file instead of stdout"),
+) -> None:
+    """Mean ± std across training seeds and Welch t-tests (the paper's Tables 1 and 7, and robustness)."""
+    from .stats import build_stats, render_json, render_markdown, render_rich
+    from .storage import atomic_write_bytes
+
+    renderers = {"markdown": render_markdown, "json": render_json}
+    if format not in (*renderers, "table"):
+        _fail(f"unknown format {format!r}; known: table, {', '.join(renderers)}")
+    if format == "table" and out is not None:
+        _fail("--out needs --format markdown or json")
+    tables, notes = run_guarded(lambda: build_stats(checkpoints, results, against))
+    if not tables:
+        _fail(f"nothing to compare: no checkpoints in {checkpoints}" + (f" and no finished results in {results}" if results else ""))
+    if format == "table":
+        for item in render_rich(tables, notes):
+            _console().print(item)
+        return
+    text = renderers[format](tables, notes)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(out, text.encode())
+        _console().print(f"wrote {out}")
+
+
+@app.command()
 def suite(
     config: Path = typer.Argument(..., help="suite YAML, e.g. configs/paper-lenet5.yaml"),
     device: str = typer.Option("auto"),
     data_dir: Path = typer.Option(None),
     quiet: bool = typer.Option(False),
 ) -> None:
-    """Run a models × activations × attacks grid: missing cells run, finished ones are skipped."""
+    """Run a models × activations × seeds × attacks grid: missing cells run, finished ones are skipped.
+
+    A suite with a ``train:`` section first trains the checkpoints it lacks."""
     from .report import build_report, render_rich
     from .suite import load_suite, run_suite
 
@@ -249,7 +283,12 @@ def suite(
             if not quiet:
                 print(f"{what:8s} {run.result_name()}", file=sys.stderr)
 
-        return s, run_suite(s, data_dir=data_dir, device=device, show_progress=not quiet, on_cell=say)
+        def say_train(path: Path, what: str) -> None:
+            if not quiet:
+                print(f"{what:8s} {path}", file=sys.stderr)
+
+        return s, run_suite(s, data_dir=data_dir, device=device, show_progress=not quiet, on_cell=say,
+                            on_train=say_train)
 
     s, cells = run_guarded(go)
     counts = {k: sum(1 for _, w in cells if w == k) for k in ("ran", "resumed", "skipped")}

@@ -12,6 +12,7 @@ from robench.cli import app
 from robench.config import TrainConfig
 from robench.report import build_report, render_csv, render_json, render_markdown
 from robench.results import read_result
+from robench.errors import ConfigError
 from robench.suite import load_suite, run_suite
 from robench.train import train
 
@@ -168,3 +169,43 @@ def test_plots_are_png(setup, tmp_path):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = runner.invoke(app, ["plot", "curves", str(ck.with_name("lenet5-relu-cifar10-s0.pt")), "--out", str(tmp_path / "x.png")])
     assert r.exit_code == 1 and "no learnable activations" in r.output
+
+
+def test_suite_trains_missing_checkpoints_per_seed(tmp_path):
+    from tests.conftest import write_fake_cifar
+
+    root = write_fake_cifar(tmp_path / "data", "cifar10")
+    suite_file = tmp_path / "seeds.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "seeds", "models": ["lenet5"], "acts": ["relu"], "train_seeds": [3, 4], "images": 3,
+        "results": str(tmp_path / "res"), "checkpoints": str(tmp_path / "ck"),
+        "train": {"epochs": 1, "batch_size": 32},
+        "attacks": [{"attack": "fgsm", "options": {"epsilons": [0.01]}, "repeats": 1}],
+    }))
+    suite = load_suite(suite_file)
+    trained = []
+    done = run_suite(suite, data_dir=root, device="cpu", on_train=lambda p, w: trained.append(p.name))
+    assert trained == ["lenet5-relu-cifar10-s3.pt", "lenet5-relu-cifar10-s4.pt"]
+    assert sorted(p.name for p, _ in done) == ["lenet5-relu-cifar10-s3--fgsm-seed0.json", "lenet5-relu-cifar10-s4--fgsm-seed0.json"]
+    meta = json.loads((tmp_path / "ck" / "lenet5-relu-cifar10-s4.json").read_text())
+    assert meta["train_config"]["seed"] == 4 and meta["train_config"]["epochs"] == 1
+    trained.clear()
+    run_suite(suite, data_dir=root, device="cpu", on_train=lambda p, w: trained.append(p.name))
+    assert trained == []  # finished checkpoints are never retrained
+
+
+def test_suite_train_section_errors(tmp_path):
+    bad = tmp_path / "s.yaml"
+    base = "name: x\nmodels: [lenet5]\nacts: [relu]\nattacks: [{attack: fgsm}]\n"
+    bad.write_text(base + "train: {seed: 3}\n")
+    with pytest.raises(ConfigError, match="seed: set by the grid"):
+        load_suite(bad)
+    bad.write_text(base + "train: {epochs: 0}\n")
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        load_suite(bad)
+    bad.write_text(base + "train: {epoch: 3}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_suite(bad)
+    bad.write_text(base + "train_seeds: []\n")
+    with pytest.raises(ConfigError, match="train_seeds must not be empty"):
+        load_suite(bad)

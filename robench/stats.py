@@ -1,0 +1,249 @@
+"""Differences between activations across training seeds, with a t-test the paper does not give.
+
+The paper compares one trained model per activation. Two models trained with different seeds
+differ as well, so a gain is a finding only where it is larger than that seed-to-seed spread; a
+spread across attack repeats on one model says nothing about it. This module groups checkpoints
+(clean test error, the paper's Tables 1 and 7) and attack results (successes) by model, dataset,
+activation and schedule over training seeds, and tests each activation against a reference with
+Welch's two-sample t-test (``scipy.stats.ttest_ind(equal_var=False)``): it does not assume two
+activations vary equally across seeds. The paper does not say which t-test it ran.
+
+Seeds come from the checkpoint name (``...-s3.pt``: seed 3) for results and from the stored
+training config for checkpoints; a result made on a checkpoint with another naming is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .attacks.metrics import mean_std
+from .checkpoints import read_meta
+from .errors import CheckpointError, ResultError
+from .report import checkpoint_tag
+from .results import list_results
+
+SAPL_FAMILY = "sapl"  # activations whose name starts with this are "ours", never the baseline
+
+
+@dataclass
+class Group:
+    """One metric of one model × dataset × activation × schedule, one value per training seed."""
+
+    model: str
+    dataset: str
+    act: str
+    metric: str  # "clean error %" or "<attack> <setting> successes"
+    schedule: str  # what else must match for two groups to be comparable
+    values: dict[int, float] = field(default_factory=dict)  # training seed -> value
+
+    @property
+    def family(self) -> tuple[str, str, str, str]:
+        return self.model, self.dataset, self.metric, self.schedule
+
+    def stats(self) -> tuple[float | None, float | None]:
+        return mean_std([self.values[s] for s in sorted(self.values)])
+
+
+@dataclass
+class Comparison:
+    group: Group
+    mean: float | None
+    std: float | None
+    reference: str | None = None  # the activation it is tested against
+    is_reference: bool = False
+    diff: float | None = None  # mean - reference mean
+    t: float | None = None
+    p: float | None = None
+
+
+@dataclass
+class StatsTable:
+    title: str
+    rule: str  # how the reference was chosen
+    rows: list[Comparison]
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
+    """Welch's t statistic and two-sided p of ``a`` vs ``b``; None when it is undefined (fewer
+    than two values on a side, or no spread on either side)."""
+    from scipy import stats as sps
+
+    if len(a) < 2 or len(b) < 2 or (len(set(a)) == 1 and len(set(b)) == 1):
+        return None, None
+    res = sps.ttest_ind(list(a), list(b), equal_var=False)
+    t, p = float(res.statistic), float(res.pvalue)
+    return (t, p) if math.isfinite(t) and math.isfinite(p) else (None, None)
+
+
+def seed_from_tag(tag: str) -> int | None:
+    m = re.fullmatch(r"s(\d+)", tag)
+    return int(m.group(1)) if m else None
+
+
+def _schedule(cfg: dict[str, Any]) -> str:
+    text = f"{cfg.get('epochs')} ep, bs {cfg.get('batch_size')}, lr {cfg.get('lr')}"
+    if cfg.get("augment"):
+        text += ", D-A"
+    if cfg.get("act_options"):
+        text += ", " + json.dumps(cfg["act_options"], sort_keys=True)
+    return text
+
+
+def clean_error_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
+    """Clean test error (%) per model × dataset × activation × schedule over training seeds, from
+    the checkpoints' metadata; unreadable checkpoints are named in the notes and left out."""
+    groups: dict[tuple, Group] = {}
+    notes = []
+    for pt in sorted(Path(directory).glob("*.pt")):
+        if pt.name.endswith(".resume.pt"):
+            continue
+        try:
+            meta = read_meta(pt)
+            cfg, args = meta["train_config"], meta["model_args"]
+            error, seed = float(meta["clean_test_error_pct"]), int(cfg["seed"])
+        except (CheckpointError, KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+            notes.append(f"{pt.name}: left out ({err})")
+            continue
+        key = (args["name"], meta["dataset"], args["act"], _schedule(cfg))
+        group = groups.setdefault(key, Group(key[0], key[1], key[2], "clean error %", key[3]))
+        if seed in group.values:
+            notes.append(f"{pt.name}: a second checkpoint for seed {seed} of {'/'.join(key[:3])}; kept the first")
+            continue
+        group.values[seed] = error
+    return list(groups.values()), notes
+
+
+def attack_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
+    """Mean successes (over repeats) per model × dataset × activation × attack setting over
+    training seeds, from complete results; the attack options and image count must match."""
+    groups: dict[tuple, Group] = {}
+    notes = []
+    for path, res in list_results(directory):
+        seed = seed_from_tag(checkpoint_tag(res))
+        if res["status"] != "complete" or seed is None:
+            notes.append(f"{path.name}: left out ({'unfinished' if seed is not None else 'no training seed in its checkpoint name'})")
+            continue
+        run = res.get("run", {})
+        schedule = f"{run.get('images')} images, " + json.dumps(run.get("options", {}), sort_keys=True)
+        for setting in res["settings"]:
+            reps = [r["successes"] for r in setting["repeats"]]
+            key = (res["model"], res["dataset"], res["act"], f"{res['attack']} {setting['label']} successes", schedule)
+            group = groups.setdefault(key, Group(key[0], key[1], key[2], key[3], key[4]))
+            if seed in group.values:
+                notes.append(f"{path.name}: seed {seed} of {'/'.join(key[:4])} already given by another file; kept the first")
+                continue
+            group.values[seed] = float(mean_std(reps)[0])
+    return list(groups.values()), notes
+
+
+def best_baseline(groups: Sequence[Group]) -> Group | None:
+    """The lowest mean among activations outside the S-APL family (lower is better for both
+    error and successes): the paper's "best baseline"."""
+    base = [g for g in groups if not g.act.startswith(SAPL_FAMILY) and g.values]
+    return min(base, key=lambda g: g.stats()[0]) if base else None
+
+
+def compare(groups: Sequence[Group], against: str | Callable[[Sequence[Group]], Group | None]) -> list[Comparison]:
+    """Each group against the reference of its family: the activation named ``against``, or the
+    group a rule picks (e.g. :func:`best_baseline`). Families without a reference get no test."""
+    families: dict[tuple, list[Group]] = {}
+    for g in groups:
+        families.setdefault(g.family, []).append(g)
+    rows = []
+    for fam in sorted(families):
+        members = sorted(families[fam], key=lambda g: (g.act != "relu", g.act))
+        if callable(against):
+            ref = against(members)
+        else:
+            ref = next((g for g in members if g.act == against), None)
+        ref_mean = ref.stats()[0] if ref is not None else None
+        for g in members:
+            mean, std = g.stats()
+            row = Comparison(g, mean, std, is_reference=g is ref)
+            if ref is not None and g is not ref:
+                row.reference = ref.act
+                row.diff = None if mean is None or ref_mean is None else mean - ref_mean
+                row.t, row.p = welch(list(g.values.values()), list(ref.values.values()))
+            rows.append(row)
+    return rows
+
+
+def build_stats(checkpoints: str | Path | None, results: str | Path | None, against: str = "relu") -> tuple[list[StatsTable], list[str]]:
+    """Clean error vs the best baseline (Tables 1 and 7) and attack successes vs ``against``."""
+    tables, notes = [], []
+    if checkpoints is not None:
+        if not Path(checkpoints).is_dir():
+            raise CheckpointError(f"checkpoint folder {checkpoints} not found")
+        groups, n = clean_error_groups(checkpoints)
+        notes += n
+        if groups:
+            tables.append(StatsTable("Clean test error (%) across training seeds (Tables 1 and 7)",
+                                     "each activation vs the best baseline: lowest mean error outside the S-APL family",
+                                     compare(groups, best_baseline)))
+    if results is not None:
+        if not Path(results).is_dir():
+            raise ResultError(f"results folder {results} not found")
+        groups, n = attack_groups(results)
+        notes += n
+        if groups:
+            tables.append(StatsTable("Attack successes across training seeds (mean over repeats per seed)",
+                                     f"each activation vs {against}", compare(groups, against)))
+    return tables, notes
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _p_text(p: float | None) -> str:
+    return "-" if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
+
+
+HEAD = ["model", "data", "metric", "schedule", "act", "seeds", "per seed", "mean ± std", "vs", "diff", "t", "p"]
+
+
+def row_texts(row: Comparison) -> list[str]:
+    g = row.group
+    digits = 2 if g.metric.startswith("clean") else 1
+    per_seed = ", ".join(f"{g.values[s]:g}" for s in sorted(g.values))
+    return [g.model, g.dataset, g.metric, g.schedule, g.act, str(len(g.values)), per_seed,
+            f"{_num(row.mean, digits)} ± {_num(row.std, digits)}", "(reference)" if row.is_reference else row.reference or "-",
+            _num(row.diff, digits), _num(row.t, 2), _p_text(row.p)]
+
+
+def render_markdown(tables: Sequence[StatsTable], notes: Sequence[str]) -> str:
+    out = []
+    for t in tables:
+        out += [f"### {t.title}", "", f"Welch's t-test, two-sided; {t.rule}.", ""]
+        out.append("| " + " | ".join(HEAD) + " |")
+        out.append("|" + "---|" * len(HEAD))
+        out += ["| " + " | ".join(row_texts(r)) + " |" for r in t.rows]
+        out.append("")
+    out += [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def render_json(tables: Sequence[StatsTable], notes: Sequence[str]) -> str:
+    return json.dumps({"tables": [asdict(t) for t in tables], "notes": list(notes)}, indent=1) + "\n"
+
+
+def render_rich(tables: Sequence[StatsTable], notes: Sequence[str]) -> list[Any]:
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
+    out: list[Any] = []
+    for t in tables:
+        table = RichTable(title=f"{t.title}\nWelch's t-test, two-sided; {t.rule}")
+        for col in HEAD:
+            table.add_column(col)
+        for r in t.rows:
+            table.add_row(*map(escape, row_texts(r)))
+        out.append(table)
+    out += [escape(n) for n in notes]
+    return out

@@ -1,0 +1,116 @@
+"""Seed statistics: grouping by training seed, the reference rules and Welch's t-test."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from robench.cli import app
+from robench.results import write_result
+from robench.stats import attack_groups, best_baseline, build_stats, clean_error_groups, compare, seed_from_tag, welch
+
+runner = CliRunner()
+
+
+def fake_checkpoint(folder, model, act, seed, error, epochs=8, dataset="cifar10"):
+    """A sidecar with the fields stats reads; the .pt beside it is never opened when a sidecar exists."""
+    stem = folder / f"{model}-{act}-{dataset}-s{seed}"
+    stem.with_suffix(".pt").write_bytes(b"")
+    meta = {"model_args": {"name": model, "act": act}, "dataset": dataset, "clean_test_error_pct": error,
+            "train_config": {"epochs": epochs, "batch_size": 128, "lr": 0.05, "seed": seed, "augment": False,
+                             "act_options": {}}}
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+
+
+def fake_result(folder, act, seed, successes, status="complete", tag=None):
+    tag = tag or f"s{seed}"
+    write_result(folder / f"lenet5-{act}-cifar10-{tag}--pixel1px-seed0.json", {
+        "model": "lenet5", "act": act, "dataset": "cifar10", "attack": "pixel", "status": status,
+        "checkpoint": {"path": f"checkpoints/lenet5-{act}-cifar10-{tag}.pt"},
+        "run": {"images": 100, "options": {"pixels": 1}},
+        "settings": [{"label": "1px", "repeats": [{"successes": s} for s in successes]}],
+    })
+
+
+def test_welch_matches_the_formula():
+    a, b = [1.0, 2.0, 4.0], [3.0, 5.0, 6.0, 9.0]
+    ma, mb = sum(a) / 3, sum(b) / 4
+    va = sum((x - ma) ** 2 for x in a) / 2
+    vb = sum((x - mb) ** 2 for x in b) / 3
+    t, p = welch(a, b)
+    assert t == pytest.approx((ma - mb) / math.sqrt(va / 3 + vb / 4))
+    assert 0 < p < 1
+    assert welch([1.0], [2.0, 3.0]) == (None, None)  # one seed is no test
+    assert welch([1.0, 1.0], [2.0, 2.0]) == (None, None)  # no spread on either side: undefined
+
+
+def test_seed_from_tag():
+    assert seed_from_tag("s3") == 3 and seed_from_tag("s12") == 12
+    assert seed_from_tag("custom") is None and seed_from_tag("aug-s1") is None
+
+
+def test_clean_error_groups_by_schedule_and_best_baseline(tmp_path):
+    for seed, (r, p, s) in enumerate([(31.0, 30.0, 29.0), (32.0, 30.5, 29.5), (33.0, 31.0, 30.0)]):
+        fake_checkpoint(tmp_path, "lenet5", "relu", seed, r)
+        fake_checkpoint(tmp_path, "lenet5", "prelu", seed, p)
+        fake_checkpoint(tmp_path, "lenet5", "sapl", seed, s)
+    fake_checkpoint(tmp_path, "lenet5", "relu", 9, 50.0, epochs=1)  # another schedule: its own family
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    groups, notes = clean_error_groups(tmp_path)
+    assert len(groups) == 4 and any("junk.pt" in n for n in notes)
+    rows = compare(groups, best_baseline)
+    by_act = {(r.group.act, r.group.schedule.startswith("1 ")): r for r in rows}
+    sapl, prelu, relu = by_act[("sapl", False)], by_act[("prelu", False)], by_act[("relu", False)]
+    assert prelu.is_reference and sapl.reference == "prelu" and relu.reference == "prelu"
+    assert sapl.mean == pytest.approx(29.5) and sapl.diff == pytest.approx(-1.0)
+    assert sapl.t == pytest.approx(welch([29.0, 29.5, 30.0], [30.0, 30.5, 31.0])[0]) and sapl.t < 0
+    lone = by_act[("relu", True)]
+    assert lone.is_reference and lone.t is None  # alone in its schedule: nothing to test against
+
+
+def test_best_baseline_never_picks_sapl_family(tmp_path):
+    for seed in range(2):
+        fake_checkpoint(tmp_path, "mlp", "sapl_positive", seed, 1.0 + seed, dataset="mnist")
+        fake_checkpoint(tmp_path, "mlp", "relu", seed, 2.0 + seed, dataset="mnist")
+    groups, _ = clean_error_groups(tmp_path)
+    assert best_baseline(groups).act == "relu"
+
+
+def test_attack_groups_average_repeats_per_seed(tmp_path):
+    for seed, (relu, sapl) in enumerate([(30, 40), (34, 38), (32, 45)]):
+        fake_result(tmp_path, "relu", seed, [relu, relu + 2])
+        fake_result(tmp_path, "sapl", seed, [sapl])
+    fake_result(tmp_path, "sapl", 7, [1], status="partial")
+    fake_result(tmp_path, "sapl", 0, [1], tag="custom")
+    groups, notes = attack_groups(tmp_path)
+    relu = next(g for g in groups if g.act == "relu")
+    assert relu.values == {0: 31.0, 1: 35.0, 2: 33.0}
+    assert len(notes) == 2
+    rows = compare(groups, "relu")
+    sapl = next(r for r in rows if r.group.act == "sapl")
+    assert sapl.reference == "relu" and sapl.diff == pytest.approx(41.0 - 33.0) and sapl.p is not None
+
+
+def test_stats_cli(tmp_path):
+    ck, res = tmp_path / "ck", tmp_path / "res"
+    ck.mkdir()
+    res.mkdir()
+    for seed in range(3):
+        fake_checkpoint(ck, "lenet5", "relu", seed, 30.0 + seed)
+        fake_checkpoint(ck, "lenet5", "sapl", seed, 29.0 + seed / 2)
+        fake_result(res, "relu", seed, [30 + seed])
+        fake_result(res, "sapl", seed, [40 + seed])
+    r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(res), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert [len(t["rows"]) for t in data["tables"]] == [2, 2]
+    tables, _ = build_stats(ck, res)
+    assert [r.reference for r in tables[0].rows] == [None, "relu"]  # relu is the only baseline here
+    assert "Welch" in runner.invoke(app, ["stats", "--checkpoints", str(ck), "--format", "markdown"]).output
+    r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "not found" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path / "res")])
+    assert r.exit_code == 1 and "nothing to compare" in r.output
