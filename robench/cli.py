@@ -291,6 +291,9 @@ def suite(
                             on_train=say_train)
 
     s, cells = run_guarded(go)
+    if not cells:  # a training-only suite
+        _console().print(f"suite {s.name}: {len(s.trainings())} checkpoints in place; compare them with robench stats")
+        return
     counts = {k: sum(1 for _, w in cells if w == k) for k in ("ran", "resumed", "skipped")}
     _console().print(f"suite {s.name}: {counts['ran']} ran, {counts['resumed']} resumed, {counts['skipped']} already done")
     for item in render_rich(run_guarded(lambda: build_report(s.results))):

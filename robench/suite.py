@@ -86,8 +86,8 @@ def load_suite(path: str | Path) -> SuiteConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a suite is a mapping")
     attacks = data.get("attacks")
-    if not isinstance(attacks, list) or not attacks:
-        raise ConfigError(f"{path}: 'attacks' must be a non-empty list")
+    if not isinstance(attacks, list) or not (attacks or data.get("train")):
+        raise ConfigError(f"{path}: 'attacks' must be a non-empty list (it may be empty in a suite with 'train:')")
     data = dict(data)
     data["attacks"] = tuple(config_from_dict(SuiteAttack, a, f"{path}: attacks[{i}]") for i, a in enumerate(attacks))
     suite = config_from_dict(SuiteConfig, data, str(path))

@@ -209,3 +209,24 @@ def test_suite_train_section_errors(tmp_path):
     bad.write_text(base + "train_seeds: []\n")
     with pytest.raises(ConfigError, match="train_seeds must not be empty"):
         load_suite(bad)
+
+
+def test_training_only_suite_cli(tmp_path):
+    from tests.conftest import write_fake_mnist
+
+    root = write_fake_mnist(tmp_path / "data")
+    suite_file = tmp_path / "train.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "t", "dataset": "mnist", "models": ["mlp"], "acts": ["relu"], "train_seeds": [0, 1],
+        "checkpoints": str(tmp_path / "ck"), "results": str(tmp_path / "none"),
+        "train": {"epochs": 1, "batch_size": 32}, "attacks": [],
+    }))
+    r = runner.invoke(app, ["suite", str(suite_file), "--data-dir", str(root), "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "2 checkpoints in place" in r.output
+    assert sorted(p.name for p in (tmp_path / "ck").glob("*.pt")) == ["mlp-relu-mnist-s0.pt", "mlp-relu-mnist-s1.pt"]
+    r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path / "ck"), "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.output)["tables"][0]["rows"][0]["group"]["values"].keys() == {"0", "1"}
+    suite_file.write_text(suite_file.read_text().replace("train:", "trainx:"))
+    r = runner.invoke(app, ["suite", str(suite_file)])
+    assert r.exit_code == 1 and "may be empty in a suite with 'train:'" in r.output
