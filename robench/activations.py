@@ -352,15 +352,26 @@ class SAPL(HingeUnit):
         if self.variant == "tied":
             a_neg = self.a_pos
         elif self.variant == "positive":
-            a_neg = self.a_neg.abs()
+            a_neg = _abs_moving_at_zero(self.a_neg)
         elif self.variant == "negative":
-            a_neg = -self.a_neg.abs()
+            a_neg = -_abs_moving_at_zero(self.a_neg)
         else:
             a_neg = self.a_neg
         return torch.cat([self.a_pos, a_neg])
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, per_channel={self.per_channel}, variant={self.variant}"
+
+
+def _abs_moving_at_zero(a: Tensor) -> Tensor:
+    """|a| whose gradient at a = 0 is +1, not torch.abs's 0.
+
+    The ablation variants start at a- = 0 (ReLU). With ``torch.abs`` the gradient there is exactly
+    zero, so a- never moved and sapl_positive and sapl_negative trained bit-identically as ReLU
+    with a learnable positive side (found while reproducing figure 3). With this form the optimiser
+    can leave zero in the allowed direction; a step the other way flips a's sign and comes back.
+    """
+    return torch.where(a >= 0, a, -a)
 
 
 def _check_hinges(hinges: Sequence[float], name: str, allow_negative: bool) -> list[float]:
