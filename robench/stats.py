@@ -3,7 +3,7 @@
 The paper compares one trained model per activation. Two models trained with different seeds
 differ as well, so a gain is a finding only where it is larger than that seed-to-seed spread; a
 spread across attack repeats on one model says nothing about it. This module groups checkpoints
-(clean test error, the paper's Tables 1 and 7) and attack results (successes) by model, dataset,
+(clean test error, the paper's Tables 1 and 7, and the final training loss of figure 3) and attack results (successes) by model, dataset,
 activation and schedule over training seeds, and tests each activation against a reference with
 Welch's two-sample t-test (``scipy.stats.ttest_ind(equal_var=False)``): it does not assume two
 activations vary equally across seeds. The paper does not say which t-test it ran.
@@ -95,9 +95,16 @@ def _schedule(cfg: dict[str, Any]) -> str:
     return text
 
 
-def clean_error_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
-    """Clean test error (%) per model × dataset × activation × schedule over training seeds, from
-    the checkpoints' metadata; unreadable checkpoints are named in the notes and left out."""
+CHECKPOINT_METRICS = {  # metric -> how to read it from a checkpoint's metadata; lower is better for each
+    "clean error %": lambda meta: float(meta["clean_test_error_pct"]),
+    "final train loss": lambda meta: float(meta["history"][-1]["train_loss"]),  # figure 3's end point
+}
+
+
+def checkpoint_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
+    """Clean test error (%) and final training loss per model × dataset × activation × schedule
+    over training seeds, from the checkpoints' metadata; unreadable checkpoints are named in the
+    notes and left out."""
     groups: dict[tuple, Group] = {}
     notes = []
     for pt in sorted(Path(directory).glob("*.pt")):
@@ -106,16 +113,18 @@ def clean_error_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
         try:
             meta = read_meta(pt)
             cfg, args = meta["train_config"], meta["model_args"]
-            error, seed = float(meta["clean_test_error_pct"]), int(cfg["seed"])
-        except (CheckpointError, KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
-            notes.append(f"{pt.name}: left out ({err})")
+            seed = int(cfg["seed"])
+            values = {metric: read(meta) for metric, read in CHECKPOINT_METRICS.items()}
+        except (CheckpointError, KeyError, IndexError, TypeError, ValueError, json.JSONDecodeError) as err:
+            notes.append(f"{pt.name}: left out ({type(err).__name__}: {err})")
             continue
-        key = (args["name"], meta["dataset"], args["act"], _schedule(cfg))
-        group = groups.setdefault(key, Group(key[0], key[1], key[2], "clean error %", key[3]))
-        if seed in group.values:
-            notes.append(f"{pt.name}: a second checkpoint for seed {seed} of {'/'.join(key[:3])}; kept the first")
-            continue
-        group.values[seed] = error
+        for metric, value in values.items():
+            key = (args["name"], meta["dataset"], args["act"], metric, _schedule(cfg))
+            group = groups.setdefault(key, Group(*key))
+            if seed in group.values:
+                notes.append(f"{pt.name}: a second checkpoint for seed {seed} of {'/'.join(key[:4])}; kept the first")
+                continue
+            group.values[seed] = value
     return list(groups.values()), notes
 
 
@@ -180,10 +189,11 @@ def build_stats(checkpoints: str | Path | None, results: str | Path | None, agai
     if checkpoints is not None:
         if not Path(checkpoints).is_dir():
             raise CheckpointError(f"checkpoint folder {checkpoints} not found")
-        groups, n = clean_error_groups(checkpoints)
+        groups, n = checkpoint_groups(checkpoints)
         notes += n
         if groups:
-            tables.append(StatsTable("Clean test error (%) across training seeds (Tables 1 and 7)",
+            tables.append(StatsTable("Clean test error (%) and final training loss across training seeds "
+                                     "(Tables 1 and 7, figure 3)",
                                      "each activation vs the best baseline: lowest mean error outside the S-APL family",
                                      compare(groups, best_baseline)))
     if results is not None:
@@ -210,7 +220,7 @@ HEAD = ["model", "data", "metric", "schedule", "act", "seeds", "per seed", "mean
 
 def row_texts(row: Comparison) -> list[str]:
     g = row.group
-    digits = 2 if g.metric.startswith("clean") else 1
+    digits = 2 if g.metric.startswith("clean") else 4 if "loss" in g.metric else 1
     per_seed = ", ".join(f"{g.values[s]:g}" for s in sorted(g.values))
     return [g.model, g.dataset, g.metric, g.schedule, g.act, str(len(g.values)), per_seed,
             f"{_num(row.mean, digits)} ± {_num(row.std, digits)}", "(reference)" if row.is_reference else row.reference or "-",

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from robench.cli import app
 from robench.results import write_result
-from robench.stats import attack_groups, best_baseline, build_stats, clean_error_groups, compare, seed_from_tag, welch
+from robench.stats import attack_groups, best_baseline, build_stats, checkpoint_groups, compare, seed_from_tag, welch
 
 runner = CliRunner()
 
@@ -20,6 +20,7 @@ def fake_checkpoint(folder, model, act, seed, error, epochs=8, dataset="cifar10"
     stem = folder / f"{model}-{act}-{dataset}-s{seed}"
     stem.with_suffix(".pt").write_bytes(b"")
     meta = {"model_args": {"name": model, "act": act}, "dataset": dataset, "clean_test_error_pct": error,
+            "history": [{"train_loss": 9.0}, {"train_loss": error / 100}],
             "train_config": {"epochs": epochs, "batch_size": 128, "lr": 0.05, "seed": seed, "augment": False,
                              "act_options": {}}}
     stem.with_suffix(".json").write_text(json.dumps(meta))
@@ -52,16 +53,18 @@ def test_seed_from_tag():
     assert seed_from_tag("custom") is None and seed_from_tag("aug-s1") is None
 
 
-def test_clean_error_groups_by_schedule_and_best_baseline(tmp_path):
+def test_checkpoint_groups_by_schedule_and_best_baseline(tmp_path):
     for seed, (r, p, s) in enumerate([(31.0, 30.0, 29.0), (32.0, 30.5, 29.5), (33.0, 31.0, 30.0)]):
         fake_checkpoint(tmp_path, "lenet5", "relu", seed, r)
         fake_checkpoint(tmp_path, "lenet5", "prelu", seed, p)
         fake_checkpoint(tmp_path, "lenet5", "sapl", seed, s)
     fake_checkpoint(tmp_path, "lenet5", "relu", 9, 50.0, epochs=1)  # another schedule: its own family
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    groups, notes = clean_error_groups(tmp_path)
-    assert len(groups) == 4 and any("junk.pt" in n for n in notes)
-    rows = compare(groups, best_baseline)
+    groups, notes = checkpoint_groups(tmp_path)
+    assert len(groups) == 8 and any("junk.pt" in n for n in notes)  # 4 cells x (error, final loss)
+    loss = next(g for g in groups if g.act == "sapl" and g.metric == "final train loss")
+    assert loss.values == {0: 0.29, 1: 0.295, 2: 0.30}  # the last epoch's loss, not the first
+    rows = [r for r in compare(groups, best_baseline) if r.group.metric == "clean error %"]
     by_act = {(r.group.act, r.group.schedule.startswith("1 ")): r for r in rows}
     sapl, prelu, relu = by_act[("sapl", False)], by_act[("prelu", False)], by_act[("relu", False)]
     assert prelu.is_reference and sapl.reference == "prelu" and relu.reference == "prelu"
@@ -75,7 +78,7 @@ def test_best_baseline_never_picks_sapl_family(tmp_path):
     for seed in range(2):
         fake_checkpoint(tmp_path, "mlp", "sapl_positive", seed, 1.0 + seed, dataset="mnist")
         fake_checkpoint(tmp_path, "mlp", "relu", seed, 2.0 + seed, dataset="mnist")
-    groups, _ = clean_error_groups(tmp_path)
+    groups, _ = checkpoint_groups(tmp_path)
     assert best_baseline(groups).act == "relu"
 
 
@@ -106,9 +109,9 @@ def test_stats_cli(tmp_path):
     r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(res), "--format", "json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
-    assert [len(t["rows"]) for t in data["tables"]] == [2, 2]
+    assert [len(t["rows"]) for t in data["tables"]] == [4, 2]  # error and final loss; one attack setting
     tables, _ = build_stats(ck, res)
-    assert [r.reference for r in tables[0].rows] == [None, "relu"]  # relu is the only baseline here
+    assert [r.reference for r in tables[0].rows] == [None, "relu"] * 2  # relu is the only baseline here
     assert "Welch" in runner.invoke(app, ["stats", "--checkpoints", str(ck), "--format", "markdown"]).output
     r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "not found" in r.output and "Traceback" not in r.output
