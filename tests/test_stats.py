@@ -117,3 +117,11 @@ def test_stats_cli(tmp_path):
     assert r.exit_code == 1 and "not found" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path / "res")])
     assert r.exit_code == 1 and "nothing to compare" in r.output
+
+
+def test_best_baseline_prefers_groups_with_most_seeds(tmp_path):
+    for seed in range(3):
+        fake_checkpoint(tmp_path, "mlp", "relu", seed, 2.0 + seed / 10, dataset="mnist")
+    fake_checkpoint(tmp_path, "mlp", "leaky_relu", 0, 1.0, dataset="mnist")  # one lucky run
+    groups, _ = checkpoint_groups(tmp_path)
+    assert best_baseline([g for g in groups if g.metric == "clean error %"]).act == "relu"
