@@ -136,7 +136,8 @@ def attack_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
     for path, res in list_results(directory):
         seed = seed_from_tag(checkpoint_tag(res))
         if res["status"] != "complete" or seed is None:
-            notes.append(f"{path.name}: left out ({'unfinished' if seed is not None else 'no training seed in its checkpoint name'})")
+            why = "unfinished" if seed is not None else "no training seed in its checkpoint name"
+            notes.append(f"{path.name}: left out ({why})")
             continue
         run = res.get("run", {})
         schedule = f"{run.get('images')} images, " + json.dumps(run.get("options", {}), sort_keys=True)
@@ -187,7 +188,9 @@ def compare(groups: Sequence[Group], against: str | Callable[[Sequence[Group]], 
     return rows
 
 
-def build_stats(checkpoints: str | Path | None, results: str | Path | None, against: str = "relu") -> tuple[list[StatsTable], list[str]]:
+def build_stats(
+    checkpoints: str | Path | None, results: str | Path | None, against: str = "relu"
+) -> tuple[list[StatsTable], list[str]]:
     """Clean error vs the best baseline (Tables 1 and 7) and attack successes vs ``against``."""
     tables, notes = [], []
     if checkpoints is not None:
@@ -198,7 +201,8 @@ def build_stats(checkpoints: str | Path | None, results: str | Path | None, agai
         if groups:
             tables.append(StatsTable("Clean test error (%) and final training loss across training seeds "
                                      "(Tables 1 and 7, figure 3)",
-                                     "each activation vs the best baseline: lowest mean outside the S-APL family, among the groups with most seeds",
+                                     "each activation vs the best baseline: lowest mean outside the S-APL family, "
+                                     "among the groups with most seeds",
                                      compare(groups, best_baseline)))
     if results is not None:
         if not Path(results).is_dir():
