@@ -123,12 +123,15 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(side.read_text()) if side.is_file() else read_payload(path)
 
 
+def checkpoint_files(directory: str | Path = DEFAULT_DIR) -> list[Path]:
+    """The finished checkpoints in ``directory``, sorted; a run's ``.resume.pt`` is not one."""
+    return [pt for pt in sorted(Path(directory).glob("*.pt")) if not pt.name.endswith(".resume.pt")]
+
+
 def list_checkpoints(directory: str | Path = DEFAULT_DIR) -> list[dict[str, Any]]:
     """One row per ``.pt`` in ``directory`` from its sidecar (or the payload when it has none)."""
     rows = []
-    for pt in sorted(Path(directory).glob("*.pt")):
-        if pt.name.endswith(".resume.pt"):
-            continue
+    for pt in checkpoint_files(directory):
         row: dict[str, Any] = {"file": pt.name, "size_kib": round(pt.stat().st_size / 1024, 1)}
         try:
             meta = read_meta(pt)

@@ -54,6 +54,17 @@ def run_guarded(fn: Callable[[], T], error_code: int = 1) -> T:
     raise AssertionError("unreachable")
 
 
+def _emit(text: str, out: Path | None) -> None:
+    """A rendered report to stdout, or atomically to ``out``."""
+    from .storage import atomic_write_bytes
+
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(out, text.encode())
+        _console().print(f"wrote {out}")
+
+
 def parse_act_options(items: list[str] | None) -> dict[str, Any]:
     """``["per_channel=true", "hinges=[0,1,2]"]`` -> dict, values parsed as YAML scalars/lists."""
     options: dict[str, Any] = {}
@@ -210,7 +221,6 @@ def report(
 ) -> None:
     """Tables like the paper's Tables 2-4 from stored results, with the paper's numbers beside."""
     from .report import RENDERERS, build_report, render_rich
-    from .storage import atomic_write_bytes
 
     if format not in (*RENDERERS, "table"):
         _fail(f"unknown format {format!r}; known: table, {', '.join(RENDERERS)}")
@@ -224,16 +234,12 @@ def report(
             _console().print(item)
         return
     text = RENDERERS[format](rep)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write_bytes(out, text.encode())
-        _console().print(f"wrote {out}")
+    _emit(text, out)
 
 
 @app.command()
 def stats(
-    checkpoints: Path = typer.Option(Path("checkpoints"), help="checkpoint folder (clean error over seeds)"),
+    checkpoints: Path = typer.Option(Path("checkpoints"), help="checkpoint folder (clean error and final loss over seeds)"),
     results: Path = typer.Option(None, help="result folder of a multi-seed suite, e.g. attacks/seeds"),
     against: str = typer.Option("relu", help="activation the attack figures are tested against"),
     format: str = typer.Option("table", "--format", help="table, markdown or json"),
@@ -241,7 +247,6 @@ def stats(
 ) -> None:
     """Mean ± std across training seeds and Welch t-tests (the paper's Tables 1 and 7, and robustness)."""
     from .stats import build_stats, render_json, render_markdown, render_rich
-    from .storage import atomic_write_bytes
 
     renderers = {"markdown": render_markdown, "json": render_json}
     if format not in (*renderers, "table"):
@@ -256,11 +261,7 @@ def stats(
             _console().print(item)
         return
     text = renderers[format](tables, notes)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write_bytes(out, text.encode())
-        _console().print(f"wrote {out}")
+    _emit(text, out)
 
 
 @app.command()

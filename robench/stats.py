@@ -5,8 +5,9 @@ differ as well, so a gain is a finding only where it is larger than that seed-to
 spread across attack repeats on one model says nothing about it. This module groups checkpoints
 (clean test error, the paper's Tables 1 and 7; final training loss, figure 3) and attack results
 (successes) by model, dataset, activation and schedule over training seeds, and tests each
-activation against a reference with Welch's two-sample t-test (``scipy.stats.ttest_ind(equal_var=False)``): it does not assume two
-activations vary equally across seeds. The paper does not say which t-test it ran.
+activation against a reference with Welch's two-sample t-test
+(``scipy.stats.ttest_ind(equal_var=False)``): it does not assume two activations vary equally
+across seeds. The paper does not say which t-test it ran.
 
 Seeds come from the checkpoint name (``...-s3.pt``: seed 3) for results and from the stored
 training config for checkpoints; a result made on a checkpoint with another naming is left out.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .attacks.metrics import mean_std
-from .checkpoints import read_meta
+from .checkpoints import checkpoint_files, read_meta
 from .errors import CheckpointError, ResultError
 from .report import checkpoint_tag
 from .results import list_results
@@ -107,9 +108,7 @@ def checkpoint_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
     notes and left out."""
     groups: dict[tuple, Group] = {}
     notes = []
-    for pt in sorted(Path(directory).glob("*.pt")):
-        if pt.name.endswith(".resume.pt"):
-            continue
+    for pt in checkpoint_files(directory):
         try:
             meta = read_meta(pt)
             cfg, args = meta["train_config"], meta["model_args"]

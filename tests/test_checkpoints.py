@@ -92,7 +92,9 @@ def test_list_checkpoints(ckpt, tmp_path):
 def test_shipped_checkpoints_load():
     from pathlib import Path
 
-    shipped = sorted(p for p in Path("checkpoints").glob("*.pt") if not p.name.endswith(".resume.pt"))  # not a half-trained run
+    from robench.checkpoints import checkpoint_files
+
+    shipped = checkpoint_files(Path("checkpoints"))  # finished runs only, not a training's .resume.pt
     if not shipped:
         pytest.skip("no shipped checkpoints in this checkout")
     for path in shipped:
