@@ -151,53 +151,48 @@ def models(
     _console().print(table)
 
 
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--eps takes comma-separated numbers, got {text!r}") from None
-
-
 @app.command()
 def attack(
     model: str = typer.Option("lenet5"),
     act: str = typer.Option("relu"),
     dataset: str = typer.Option("cifar10"),
-    attack: str = typer.Option("pixel", "--attack", help="pixel, fgsm or cw"),
-    pixels: int = typer.Option(None, help="pixel: pixels changed (default 1)"),
+    attack: str = typer.Option("pixel", "--attack", help="pixel (DE), sparse_rs, fgsm, pgd, fmn, cw or ensemble"),
+    pixels: int = typer.Option(None, help="pixel, sparse_rs, ensemble: pixels changed (default 1)"),
     population: int = typer.Option(None, help="pixel: DE population (default 400)"),
     generations: int = typer.Option(None, help="pixel: most DE generations (default 40)"),
     mutation: str = typer.Option(None, help="pixel: de (x_r1 + F(x_r2 - x_r3)) or literal (the paper's printed rule)"),
-    eps: str = typer.Option(None, help="fgsm: comma-separated Linf budgets (default 0.02,0.04,0.06,0.08)"),
+    strategy: str = typer.Option(None, help="pixel: rand1 (the paper) or best1"),
+    crossover: str = typer.Option(None, help="pixel: none (the paper) or pixel (per-pixel binomial)"),
+    crossover_rate: float = typer.Option(None, help="pixel: crossover rate (default 1/pixels)"),
+    queries: int = typer.Option(None, help="sparse_rs: query budget per image (default 16400)"),
+    p_init: float = typer.Option(None, help="sparse_rs: fraction of pixels moved at first (default 0.8)"),
+    eps: str = typer.Option(None, help="fgsm, pgd, ensemble: comma-separated budgets, e.g. 1/255,8/255; fmn: one budget"),
+    norm: str = typer.Option(None, help="pgd: linf or l2; fmn: linf, l2, l1 or l0; ensemble: its threat model"),
+    steps: int = typer.Option(None, help="pgd (default 100), fmn (100), cw (1000): iterations"),
+    restarts: int = typer.Option(None, help="pgd: random restarts (default 1)"),
+    members: str = typer.Option(None, help="ensemble: comma-separated attacks, cheap first (e.g. de,sparse_rs)"),
     l2_budget: float = typer.Option(None, help="cw: L2 budget a success must stay within"),
     images: int = typer.Option(100, help="correctly classified test images to attack"),
     repeats: int = typer.Option(5, help="independent repeats (random attacks only)"),
     seed: int = typer.Option(0, help="seeds the image set and every repeat"),
     checkpoint: Path = typer.Option(None, help="default checkpoints/<model>-<act>-<dataset>-s0.pt"),
     device: str = typer.Option("auto"),
-    out: Path = typer.Option(None, help="result file (default attacks/<checkpoint>--<attack>-seed<seed>.json)"),
+    out: Path = typer.Option(None, help="result file (default attacks/<checkpoint>--<attack><tag>-seed<seed>.json)"),
     data_dir: Path = typer.Option(None),
     force: bool = typer.Option(False, help="overwrite a finished result"),
     quiet: bool = typer.Option(False),
 ) -> None:
     """Attack a trained model and write one JSON result (resumes an interrupted run)."""
+    from .attacks.options import attack_options
     from .attacks.runner import AttackRun, run_attack, summary_rows
 
     def go() -> Any:
         given = {"pixels": pixels, "population": population, "generations": generations, "mutation": mutation,
-                 "epsilons": _float_list(eps) if eps is not None else None, "l2_budget": l2_budget}
-        owners = {"pixels": "pixel", "population": "pixel", "generations": "pixel", "mutation": "pixel",
-                  "epsilons": "fgsm", "l2_budget": "cw"}
-        options = {}
-        for key, value in given.items():
-            if value is None:
-                continue
-            if owners[key] != attack:
-                flag = "--eps" if key == "epsilons" else "--" + key.replace("_", "-")
-                raise ConfigError(f"{flag} applies to --attack {owners[key]}, not {attack}")
-            options[key] = value
-        run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=options, images=images,
-                        repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
+                 "strategy": strategy, "crossover": crossover, "crossover-rate": crossover_rate, "queries": queries,
+                 "p-init": p_init, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts,
+                 "members": members, "l2-budget": l2_budget}
+        run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=attack_options(attack, given),
+                        images=images, repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
         return run_attack(run, out=out, data_dir=data_dir, device=device, force=force, show_progress=not quiet)
 
     path, result = run_guarded(go)

@@ -7,7 +7,7 @@ from robench.attacks.metrics import aggregate, gain_vs_relu, mean_std, repeat_su
 def _judgement(success, abs_z):
     n = len(success)
     z = torch.zeros(n)
-    return Judgement(torch.tensor(success), torch.zeros(n, dtype=torch.long), z, z, z, torch.tensor(abs_z), z, z,
+    return Judgement(torch.tensor(success), torch.zeros(n, dtype=torch.long), z, z, z, torch.tensor(abs_z), z, z, z,
                      torch.zeros(n, dtype=torch.long))
 
 

@@ -92,7 +92,7 @@ def test_attack_command_writes_result_and_refuses_rerun(relu_ckpt, tmp_path):
     (["--attack", "fgsm", "--eps", "0.02,1.5"], "(0, 1]"),
     (["--attack", "fgsm", "--eps", "abc"], "comma-separated"),
     (["--attack", "pixel", "--pixels", "0"], "pixels must be >= 1"),
-    (["--attack", "fgsm", "--pixels", "3"], "--pixels applies to --attack pixel"),
+    (["--attack", "fgsm", "--pixels", "3"], "--pixels applies to --attack ensemble or pixel or sparse_rs, not fgsm"),
     (["--act", "sapl"], "act=relu, not sapl"),
     (["--checkpoint", "/nonexistent/x.pt"], "not found"),
 ])

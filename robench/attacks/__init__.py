@@ -1,5 +1,6 @@
 """Attacks by name. Each entry knows its config dataclass, its function, how one config splits
-into the settings a table reports (FGSM: one per epsilon), and the budget ``judge`` enforces."""
+into the settings a table reports (FGSM, PGD: one per epsilon), the budget ``judge`` enforces,
+the threat model each setting belongs to, and how to build it at a given budget (for ensembles)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from typing import Any
 
 from ..registry import Registry
 from .base import AttackFn
-from .gradient import CWConfig, FGSMConfig, cw_attack, fgsm_attack
+from .ensemble import EnsembleConfig, ensemble_attack
+from .gradient import CWConfig, FGSMConfig, FMNConfig, PGDConfig, cw_attack, fgsm_attack, fmn_attack, pgd_attack
 from .pixel import PixelAttackConfig, pixel_attack
+from .sparse_rs import SparseRSConfig, sparse_rs_attack
+
+BUDGET_KWARGS = {"linf": "linf_budget", "l2": "l2_budget", "l1": "l1_budget", "l0": "l0_budget"}
 
 
 @dataclass(frozen=True)
@@ -22,10 +27,50 @@ class AttackSpec:
     settings: Callable[[Any], list[tuple[str, Any]]]  # config -> [(label, config of one setting)]
     budget: Callable[[Any], dict[str, Any]]  # one setting's config -> judge() budget kwargs
     deterministic: bool  # True: repeats are identical, so one is enough
+    # One setting's threat model: (norm, budget), budget None for a minimal-norm attack (FMN), whose
+    # successes at any budget are read off the stored distances.
+    threat: Callable[[Any], tuple[str, float | None]]
+    white_box: bool  # uses gradients (sanity flags compare black-box against white-box results)
+    tag: Callable[[Any], str] = lambda c: ""  # what the result file name adds after the attack name
+    threats: tuple[str, ...] = ()  # threat norms it can serve inside an ensemble
+    at_budget: Callable[[str, float, dict[str, Any]], Any] | None = None  # (norm, budget, options) -> config
 
 
-def _fgsm_one(model, images, labels, config, generator):  # type: ignore[no-untyped-def]
-    return fgsm_attack(model, images, labels, config, generator)[config.epsilons[0]]
+def eps_text(eps: float) -> str:
+    """An Linf budget as people write it: ``8/255`` when it is a whole number of 8-bit steps."""
+    steps = eps * 255
+    return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-6 and round(steps) >= 1 else f"{eps:g}"
+
+
+def setting_label(norm: str, budget: float) -> str:
+    """Column label of one budget: ``3px``, ``eps=8/255``, ``l2=0.5``."""
+    if norm == "l0":
+        return f"{int(budget)}px"
+    return f"eps={eps_text(budget)}" if norm == "linf" else f"{norm}={budget:g}"
+
+
+def _one(fn: Callable[..., dict[float, Any]]) -> AttackFn:
+    def run(model, images, labels, config, generator):  # type: ignore[no-untyped-def]
+        return fn(model, images, labels, config, generator)[config.epsilons[0]]
+
+    return run
+
+
+def _pixel_tag(c: PixelAttackConfig) -> str:
+    """``3px``, plus the DE variant when it is not the paper's (it changes the numbers)."""
+    tag = f"{c.pixels}px"
+    if c.strategy != "rand1":
+        tag += f"-{c.strategy}"
+    if c.crossover != "none":
+        tag += f"-x{c.crossover}" + (f"{c.crossover_rate:g}" if c.crossover_rate is not None else "")
+    return tag
+
+
+def _options(options: dict[str, Any], budget_keys: set[str], name: str) -> dict[str, Any]:
+    clash = sorted(budget_keys & set(options))
+    if clash:
+        raise ValueError(f"member_options for {name}: {', '.join(clash)} is set by the ensemble's budget")
+    return options
 
 
 ATTACKS: Registry[AttackSpec] = Registry("attack")
@@ -35,18 +80,74 @@ for _spec in (
         settings=lambda c: [(f"{c.pixels}px", c)],
         budget=lambda c: {"l0_budget": c.pixels},
         deterministic=False,
+        threat=lambda c: ("l0", float(c.pixels)),
+        white_box=False,
+        tag=_pixel_tag,
+        threats=("l0",),
+        at_budget=lambda norm, b, o: PixelAttackConfig(pixels=int(b), **_options(o, {"pixels"}, "pixel")),
     ),
     AttackSpec(
-        "fgsm", FGSMConfig, _fgsm_one,
+        "sparse_rs", SparseRSConfig, sparse_rs_attack,
+        settings=lambda c: [(f"{c.pixels}px", c)],
+        budget=lambda c: {"l0_budget": c.pixels},
+        deterministic=False,
+        threat=lambda c: ("l0", float(c.pixels)),
+        white_box=False,
+        tag=lambda c: f"{c.pixels}px" + ("" if c.queries == SparseRSConfig.queries else f"-q{c.queries}"),
+        threats=("l0",),
+        at_budget=lambda norm, b, o: SparseRSConfig(pixels=int(b), **_options(o, {"pixels"}, "sparse_rs")),
+    ),
+    AttackSpec(
+        "fgsm", FGSMConfig, _one(fgsm_attack),
         settings=lambda c: [(f"eps={e:g}", dataclasses.replace(c, epsilons=(e,))) for e in c.epsilons],
         budget=lambda c: {"linf_budget": c.epsilons[0]},
         deterministic=False,  # random_start makes it random; without it repeats are identical
+        threat=lambda c: ("linf", c.epsilons[0]),
+        white_box=True,
+        threats=("linf",),
+        at_budget=lambda norm, b, o: FGSMConfig(epsilons=(b,), **_options(o, {"epsilons"}, "fgsm")),
+    ),
+    AttackSpec(
+        "pgd", PGDConfig, pgd_attack,
+        settings=lambda c: [(setting_label(c.norm, e), dataclasses.replace(c, epsilons=(e,))) for e in c.epsilons],
+        budget=lambda c: {BUDGET_KWARGS[c.norm]: c.epsilons[0]},
+        deterministic=False,  # random start
+        threat=lambda c: (c.norm, c.epsilons[0]),
+        white_box=True,
+        tag=lambda c: f"-{c.norm}",
+        threats=("linf", "l2"),
+        at_budget=lambda norm, b, o: PGDConfig(norm=norm, epsilons=(b,), **_options(o, {"norm", "epsilons"}, "pgd")),
+    ),
+    AttackSpec(
+        "fmn", FMNConfig, fmn_attack,
+        settings=lambda c: [(f"min-{c.norm}" if c.epsilon is None else setting_label(c.norm, c.epsilon), c)],
+        budget=lambda c: {} if c.epsilon is None else {BUDGET_KWARGS[c.norm]: c.epsilon},
+        deterministic=True,
+        threat=lambda c: (c.norm, c.epsilon),
+        white_box=True,
+        tag=lambda c: f"-{c.norm}" + ("" if c.epsilon is None else f"-{c.epsilon:g}"),
+        threats=("linf", "l2", "l1", "l0"),
+        at_budget=lambda norm, b, o: FMNConfig(norm=norm, epsilon=b, **_options(o, {"norm", "epsilon"}, "fmn")),
     ),
     AttackSpec(
         "cw", CWConfig, cw_attack,
         settings=lambda c: [(f"l2={c.l2_budget:g}", c)],
         budget=lambda c: {"l2_budget": c.l2_budget},
         deterministic=True,
+        threat=lambda c: ("l2", c.l2_budget),
+        white_box=True,
+        threats=("l2",),
+        at_budget=lambda norm, b, o: CWConfig(l2_budget=b, **_options(o, {"l2_budget"}, "cw")),
+    ),
+    AttackSpec(
+        "ensemble", EnsembleConfig, ensemble_attack,
+        settings=lambda c: [(setting_label(c.threat, b), dataclasses.replace(c, pixels=int(b)) if c.threat == "l0"
+                             else dataclasses.replace(c, epsilons=(b,))) for b in c.budgets],
+        budget=lambda c: {BUDGET_KWARGS[c.threat]: c.budgets[0]},
+        deterministic=False,  # any random member makes it random
+        threat=lambda c: (c.threat, c.budgets[0]),
+        white_box=True,  # it holds the white-box members of its threat, where there are any
+        tag=lambda c: f"-{c.threat}" + (f"-{c.pixels}px" if c.threat == "l0" else "") + "-" + "+".join(c.members),
     ),
 ):
     ATTACKS.add(_spec.name, _spec)

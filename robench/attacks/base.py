@@ -9,7 +9,7 @@ successes, so no attack can count differently from another.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,10 +22,14 @@ class AttackOutcome:
 
     adversarial: (N, C, H, W) float in [0, 1], on the images' device; the clean image where the
         attack found nothing better. queries: (N,) int64 model evaluations spent per image.
+    details: per-image facts the result file keeps beside the verdicts, each a list of N
+        JSON-ready values (the painted pixels of a pixel attack, which member of an ensemble broke
+        the image).
     """
 
     adversarial: Tensor
     queries: Tensor
+    details: dict[str, list[Any]] = field(default_factory=dict)
 
 
 AttackFn = Callable[[nn.Module, Tensor, Tensor, Any, torch.Generator], AttackOutcome]
@@ -47,6 +51,7 @@ class Judgement:
     abs_z: Tensor  # |p_true_adv - p_adv_label|, the paper's |Z_true - Z_adv|
     linf: Tensor
     l2: Tensor
+    l1: Tensor
     l0_pixels: Tensor  # pixels (over all channels) that changed
 
 
@@ -58,6 +63,7 @@ def judge(
     outcome: AttackOutcome,
     linf_budget: float | None = None,
     l2_budget: float | None = None,
+    l1_budget: float | None = None,
     l0_budget: int | None = None,
     batch_size: int = 1000,
     tolerance: float = 1e-5,
@@ -70,14 +76,14 @@ def judge(
         raise AttackBudgetError("attack returned NaN pixels")
     if adv.min() < 0 or adv.max() > 1:
         raise AttackBudgetError(f"attack returned pixels outside [0, 1] ({float(adv.min())}..{float(adv.max())})")
-    delta = (adv - images).flatten(1)
-    linf = delta.abs().amax(1) if delta.shape[1] else torch.zeros(len(images))
-    l2 = delta.norm(dim=1)
-    l0 = (adv != images).any(dim=1).flatten(1).sum(1)
+    norms = perturbation_norms(images, adv)
+    linf, l2, l1, l0 = norms["linf"], norms["l2"], norms["l1"], norms["l0"]
     if linf_budget is not None and (linf > linf_budget + tolerance).any():
         raise AttackBudgetError(f"Linf perturbation {float(linf.max()):.6f} exceeds budget {linf_budget}")
     if l2_budget is not None and (l2 > l2_budget + tolerance).any():
         raise AttackBudgetError(f"L2 perturbation {float(l2.max()):.6f} exceeds budget {l2_budget}")
+    if l1_budget is not None and (l1 > l1_budget + tolerance).any():
+        raise AttackBudgetError(f"L1 perturbation {float(l1.max()):.6f} exceeds budget {l1_budget}")
     if l0_budget is not None and (l0 > l0_budget).any():
         raise AttackBudgetError(f"{int(l0.max())} pixels changed, budget {l0_budget}")
 
@@ -98,8 +104,39 @@ def judge(
         abs_z=(p_true_adv - p_adv_label).abs().cpu(),
         linf=linf.cpu(),
         l2=l2.cpu(),
+        l1=l1.cpu(),
         l0_pixels=l0.cpu(),
     )
+
+
+def perturbation_norms(images: Tensor, adv: Tensor) -> dict[str, Tensor]:
+    """Per-image size of ``adv - images`` (N, C, H, W) in every norm robench reports, each (N,):
+    linf, l2, l1 over all values, and l0 as the number of pixels changed in any channel (the unit
+    of a k-pixel attack; Foolbox's L0 counts values, at most C times as many)."""
+    delta = (adv - images).flatten(1)
+    return {
+        "linf": delta.abs().amax(1) if delta.shape[1] else torch.zeros(len(images), device=images.device),
+        "l2": delta.norm(dim=1),
+        "l1": delta.abs().sum(1),
+        "l0": (adv != images).any(dim=1).flatten(1).sum(1),
+    }
+
+
+class EvalMode:
+    """Context manager: the model in eval mode inside, every module's own mode restored after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modes: list[tuple[nn.Module, bool]] = []
+
+    def __enter__(self) -> nn.Module:
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        for m, training in self.modes:
+            m.training = training
 
 
 def _probs(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:

@@ -25,18 +25,26 @@ def repeat_summary(j: Judgement) -> dict[str, Any]:
     }
 
 
-def image_records(indices: Sequence[int], labels: Tensor, j: Judgement, queries: Tensor) -> list[dict[str, Any]]:
+def image_records(indices: Sequence[int], labels: Tensor, j: Judgement, queries: Tensor,
+                  details: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
     """One record per attacked image: test-set index, labels, true-class probability before and
-    after, |Z| and the perturbation sizes."""
+    after, |Z|, the perturbation sizes, and the attack's own per-image ``details`` (pixels painted,
+    the ensemble member that broke it)."""
     rows = zip(indices, labels.tolist(), j.adv_label.tolist(), j.success.tolist(), j.p_true_clean.tolist(),
-               j.p_true_adv.tolist(), j.abs_z.tolist(), j.linf.tolist(), j.l2.tolist(), j.l0_pixels.tolist(),
-               queries.tolist())
-    return [
+               j.p_true_adv.tolist(), j.abs_z.tolist(), j.linf.tolist(), j.l2.tolist(), j.l1.tolist(),
+               j.l0_pixels.tolist(), queries.tolist())
+    records = [
         {"index": int(i), "label": y, "adv_label": a, "success": s, "p_true_clean": round(pc, 6),
          "p_true_adv": round(pa, 6), "abs_z": round(z, 6), "linf": round(li, 6), "l2": round(l2, 6),
-         "l0_pixels": l0, "queries": q}
-        for i, y, a, s, pc, pa, z, li, l2, l0, q in rows
+         "l1": round(l1, 6), "l0_pixels": l0, "queries": q}
+        for i, y, a, s, pc, pa, z, li, l2, l1, l0, q in rows
     ]
+    for key, values in (details or {}).items():
+        if len(values) != len(records):
+            raise ValueError(f"attack detail {key!r} has {len(values)} entries for {len(records)} images")
+        for record, value in zip(records, values):
+            record[key] = value
+    return records
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:

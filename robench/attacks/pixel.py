@@ -1,10 +1,14 @@
 """Few-pixel attack by differential evolution (Su et al. 2019), batched over images and population.
 
-Each image keeps a population of candidates; a candidate is ``pixels`` rows of
-``(row, col, c_1..c_C)``, row/col continuous in [0, H-1] / [0, W-1] and rounded when painted,
-colours in [0, 1]. Peers evaluate one candidate (or one image) at a time; here every generation
-paints the whole population of every still-active image into one batch and runs one forward
-pass (chunked only to bound memory), so the only Python loops are over generations and chunks.
+Each image keeps a population of candidates in the shared encoding of ``candidates.py``
+(``pixels`` rows of ``(row, col, c_1..c_C)``). Peers evaluate one candidate (or one image) at a
+time; here every generation paints the whole population of every still-active image into one
+batch and runs one forward pass (chunked only to bound memory), so the only Python loops are over
+generations and chunks.
+
+Defaults are the paper's scheme (rand/1 base, no crossover). Two standard DE options make it much
+stronger at k > 1 pixels: a best/1 base (scipy's default, used by torchattacks and ART) and a
+per-pixel crossover, so a trial keeps most of its parent's pixels while one is tried anew.
 """
 
 from __future__ import annotations
@@ -16,20 +20,23 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
+from robench.attacks.candidates import BOUNDS, EvalMode, evaluate, paint, pixel_records, pixel_upper
+from robench.attacks.candidates import forward_batch as _forward_batch
 
-# v = x_r1 + F * (x_r2 -/+ x_r3). "literal" is the paper's printed eq. 6, almost surely a typo:
+# v = base + F * (x_a -/+ x_b). "literal" is the paper's printed eq. 6, almost surely a typo:
 # its sum pushes every coordinate towards the upper bound; kept so the typo's effect can be measured.
 MUTATIONS: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
     "de": lambda a, b, c, f: a + f * (b - c),
     "literal": lambda a, b, c, f: a + f * (b + c),
 }
 
-# Both map any real coordinate into [0, upper]; "wrap" is periodic (upper itself maps to 0, which
-# rounding makes harmless for rows/cols), and a zero-width range (H == 1) maps to 0.
-BOUNDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "clip": lambda x, upper: torch.minimum(x.clamp_min(0), upper),
-    "wrap": lambda x, upper: torch.where(upper > 0, torch.remainder(x, upper.clamp_min(1e-12)), 0.0),
-}
+# The base vector of a mutant: a random member distinct from the others (rand/1, Su et al. and the
+# paper) or the image's current best member (best/1, scipy's default).
+STRATEGIES = ("rand1", "best1")
+CROSSOVERS = ("none", "pixel")
+
+__all__ = ["BOUNDS", "MUTATIONS", "PixelAttackConfig", "draw_parents", "forward_batch", "mutate", "paint",
+           "pixel_attack"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,14 @@ class PixelAttackConfig:
     f: float = 0.5  # DE scale factor
     mutation: str = "de"  # a key of MUTATIONS
     bounds: str = "clip"  # a key of BOUNDS
-    # Most candidate images in one forward pass; None picks 512 on a CPU and 8192 on a GPU. The
-    # painted batch alone is max_batch*C*H*W floats (8192 CIFAR images = 100 MB) plus the model's
-    # activations. On 2 CPU cores LeNet-5 runs 33k images/s at batches of 512 but 14k at 8192
-    # (activations no longer fit in cache), so big chunks only pay on a GPU.
+    strategy: str = "rand1"  # base vector: rand1 (the paper) or best1 (the image's best member)
+    crossover: str = "none"  # none (the paper: a trial is the mutant) or pixel (binomial, per pixel)
+    # Probability that a pixel of the trial comes from the mutant (crossover "pixel"); one pixel
+    # always does, so a trial never equals its parent. None means 1/pixels: one new pixel per trial
+    # on average, which keeps the good pixels already found.
+    crossover_rate: float | None = None
+    # Most candidate images in one forward pass; None picks 512 on a CPU and 8192 on a GPU
+    # (candidates.forward_batch says why).
     max_batch: int | None = None
 
     def __post_init__(self) -> None:
@@ -64,13 +75,26 @@ class PixelAttackConfig:
             raise ValueError(f"unknown mutation {self.mutation!r}; known: {', '.join(sorted(MUTATIONS))}")
         if self.bounds not in BOUNDS:
             raise ValueError(f"unknown bounds {self.bounds!r}; known: {', '.join(sorted(BOUNDS))}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES)}")
+        if self.crossover not in CROSSOVERS:
+            raise ValueError(f"unknown crossover {self.crossover!r}; known: {', '.join(CROSSOVERS)}")
+        if self.crossover_rate is not None and not 0 < self.crossover_rate <= 1:
+            raise ValueError(f"crossover_rate must be in (0, 1], got {self.crossover_rate}")
+        if self.crossover_rate is not None and self.crossover == "none":
+            raise ValueError("crossover_rate needs crossover: pixel")
         if self.max_batch is not None and self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+
+    @property
+    def rate(self) -> float:
+        """The crossover rate in use (1/pixels unless set)."""
+        return self.crossover_rate if self.crossover_rate is not None else 1.0 / self.pixels
 
 
 def forward_batch(config: PixelAttackConfig, device: torch.device) -> int:
     """Candidate images per forward pass: ``max_batch``, or 512 on a CPU / 8192 on a GPU."""
-    return config.max_batch or (8192 if device.type == "cuda" else 512)
+    return _forward_batch(config.max_batch, device)
 
 
 def draw_parents(groups: int, population: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -103,45 +127,16 @@ def mutate(pop: Tensor, r1: Tensor, r2: Tensor, r3: Tensor, f: float, rule: str)
     return MUTATIONS[rule](pop[rows, r1], pop[rows, r2], pop[rows, r3], f)
 
 
-def paint(images: Tensor, candidates: Tensor) -> Tensor:
-    """Copies of ``images`` (B, C, H, W) with the pixels of ``candidates`` (B, k, 2 + C) written in.
-
-    When two of a candidate's pixels round to the same spot the later one wins; both writes carry
-    its colour, so index_put_'s unspecified order among duplicate indices cannot change the result.
-    """
-    return _paint_into(images.clone(), candidates)
-
-
-def _paint_into(out: Tensor, candidates: Tensor) -> Tensor:
-    """paint() in place on ``out``, for batches that are already fresh copies."""
-    b, k, _ = candidates.shape
-    rows = candidates[..., 0].round().long()
-    cols = candidates[..., 1].round().long()
-    spot = rows * out.shape[-1] + cols  # (B, k)
-    order = torch.arange(k, device=out.device)
-    last = torch.where(spot[:, :, None] == spot[:, None, :], order, -1).amax(2)  # (B, k) index of the winner
-    colours = candidates[..., 2:].gather(1, last[..., None].expand(-1, -1, out.shape[1])).to(out.dtype)
-    who = torch.arange(b, device=out.device)[:, None].expand(b, k)
-    out.permute(0, 2, 3, 1).index_put_((who, rows, cols), colours)  # permuted view: writes (B, k, C) into out
-    return out
-
-
-def _evaluate(model: nn.Module, images: Tensor, labels: Tensor, cands: Tensor, max_batch: int) -> tuple[Tensor, Tensor]:
-    """Fitness (softmax probability of the true class) and misclassification of every candidate.
-
-    images (A, C, H, W), labels (A,), cands (A, P, k, D) -> two (A, P) tensors, float32 and bool.
-    """
-    a, p = cands.shape[:2]
-    flat = cands.reshape(a * p, *cands.shape[2:])
-    owner = torch.arange(a, device=images.device).repeat_interleave(p)
-    fitness, fooled = [], []
-    for start in range(0, a * p, max_batch):  # chunks only bound memory
-        who = owner[start : start + max_batch]
-        logits = model(_paint_into(images[who], flat[start : start + max_batch])).float()  # images[who] copies
-        y = labels[who]
-        fitness.append(logits.softmax(1).gather(1, y[:, None]).squeeze(1))
-        fooled.append(logits.argmax(1) != y)
-    return torch.cat(fitness).view(a, p), torch.cat(fooled).view(a, p)
+def crossover(parent: Tensor, mutant: Tensor, rate: float, generator: torch.Generator) -> Tensor:
+    """Binomial crossover per pixel: each of a trial's k pixels (A, P, k, D) comes whole from the
+    mutant with probability ``rate``, else from the parent; one random pixel always comes from the
+    mutant (DE's j_rand), so every trial differs from its parent."""
+    a, p, k = parent.shape[:3]
+    dev = generator.device
+    take = torch.rand(a, p, k, generator=generator, device=dev) < rate
+    forced = torch.randint(k, (a, p), generator=generator, device=dev)
+    take = take | (torch.arange(k, device=dev) == forced[..., None])
+    return torch.where(take.to(parent.device)[..., None], mutant, parent)
 
 
 @torch.no_grad()
@@ -153,29 +148,29 @@ def pixel_attack(
     Initial rows/cols and colours are uniform over their ranges. Su et al. drew colours from
     N(128, 127) on 0-255, which puts about a third of them outside the range, piled on 0 and 255
     by clipping; uniform covers the colour cube evenly, needs no clipping, and SPEC fixes no init.
-    Trials (mutants, no crossover: Su et al.'s recombination 1) replace parents when no worse.
-    An image stops at its first misclassified candidate, which becomes its adversarial image;
-    the others get their lowest-fitness candidate. All randomness comes from ``generator``, which
-    may live on another device than the images. queries (N,) counts candidates evaluated.
+    Trials (mutants, crossed with their parent when ``crossover`` is pixel) replace parents when no
+    worse. Fitness is the softmax probability of the true class (``candidates.evaluate``, loss
+    "prob"). An image stops at its first misclassified candidate, which becomes its adversarial
+    image; the others get their lowest-fitness candidate. All randomness comes from ``generator``,
+    which may live on another device than the images. queries (N,) counts candidates evaluated;
+    details["pixels"] holds each image's painted candidate.
     """
     device = images.device
     n, c, h, w = images.shape
     p, k = config.population, config.pixels
     labels = labels.to(device)
-    upper = torch.tensor([h - 1, w - 1] + [1.0] * c, device=device)  # (D,), D = 2 + C; lower bounds are 0
+    upper = pixel_upper(images.shape, device)  # (D,), D = 2 + C; lower bounds are 0
     chunk = forward_batch(config, device)
 
     def draw_uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with EvalMode(model):
         queries = torch.full((n,), p, dtype=torch.int64, device=device)
         winner = torch.zeros(n, k, 2 + c, device=device)  # the candidate each image ends with
         idx = torch.arange(n, device=device)  # original index of each active image
         pop = draw_uniform(n, p, k, 2 + c) * upper
-        fit, fooled = _evaluate(model, images, labels, pop, chunk)
+        fit, fooled = evaluate(model, images, labels, pop, "prob", chunk)
         trial = pop
         for generation in range(config.generations + 1):
             hit = fooled.any(1)  # (A,)
@@ -185,14 +180,17 @@ def pixel_attack(
             if generation == config.generations or len(idx) == 0:
                 break
             r1, r2, r3 = (r.to(device) for r in draw_parents(len(idx), p, generator))
-            trial = BOUNDS[config.bounds](mutate(pop, r1, r2, r3, config.f, config.mutation), upper)
-            trial_fit, fooled = _evaluate(model, images[idx], labels[idx], trial, chunk)
+            if config.strategy == "best1":  # base: the image's best member, differences from r1, r2
+                best = fit.argmin(1, keepdim=True).expand(-1, p)
+                mutant = mutate(pop, best, r1, r2, config.f, config.mutation)
+            else:
+                mutant = mutate(pop, r1, r2, r3, config.f, config.mutation)
+            mutant = BOUNDS[config.bounds](mutant, upper)
+            trial = crossover(pop, mutant, config.rate, generator) if config.crossover == "pixel" else mutant
+            trial_fit, fooled = evaluate(model, images[idx], labels[idx], trial, "prob", chunk)
             queries[idx] += p
             better = trial_fit <= fit
             pop = torch.where(better[..., None, None], trial, pop)
             fit = torch.where(better, trial_fit, fit)
         winner[idx] = pop[torch.arange(len(idx), device=device), fit.argmin(1)]
-        return AttackOutcome(adversarial=paint(images, winner), queries=queries)
-    finally:
-        for m, training in modes:
-            m.training = training
+    return AttackOutcome(adversarial=paint(images, winner), queries=queries, details={"pixels": pixel_records(winner)})

@@ -58,8 +58,9 @@ class AttackRun:
         return Path(self.checkpoint) if self.checkpoint else default_checkpoint(self.model, self.act, self.dataset)
 
     def result_name(self) -> str:
-        """``<checkpoint stem>--<attack>[<k>px]-seed<seed>.json``."""
-        tag = f"{self.attack_config().pixels}px" if self.attack == "pixel" else ""
+        """``<checkpoint stem>--<attack><tag>-seed<seed>.json``; the tag (``3px``, ``-linf``) holds the
+        settings that split one attack into several files (AttackSpec.tag)."""
+        tag = get_attack(self.attack).tag(self.attack_config())
         return f"{self.checkpoint_path().stem}--{self.attack}{tag}-seed{self.seed}.json"
 
 
@@ -147,7 +148,7 @@ def run_attack(
                 entry["repeats"].append(repeat_summary(verdict) | {
                     "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
                     "queries_total": int(outcome.queries.sum()),
-                    "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu()),
+                    "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu(), outcome.details),
                 })
                 result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)
                 write_result(out, result)

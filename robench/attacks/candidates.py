@@ -1,0 +1,114 @@
+"""What every black-box few-pixel attack shares: the candidate encoding and the one evaluator.
+
+A candidate for an image of shape (C, H, W) is ``k`` rows of ``(row, col, c_1..c_C)``: row/col
+continuous in [0, H-1] / [0, W-1] and rounded when painted, colours in [0, 1]. The DE
+(``pixel.py``) and Sparse-RS (``sparse_rs.py``) both search this space, paint with ``paint`` and
+score with ``evaluate``; neither calls the model itself, so chunking, the loss and (later) a
+compiled forward live in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from robench.attacks.base import EvalMode
+
+__all__ = ["BOUNDS", "LOSSES", "EvalMode", "evaluate", "forward_batch", "paint", "pixel_records", "pixel_upper"]
+
+# Both map any real coordinate into [0, upper]; "wrap" is periodic (upper itself maps to 0, which
+# rounding makes harmless for rows/cols), and a zero-width range (H == 1) maps to 0.
+BOUNDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "clip": lambda x, upper: torch.minimum(x.clamp_min(0), upper),
+    "wrap": lambda x, upper: torch.where(upper > 0, torch.remainder(x, upper.clamp_min(1e-12)), 0.0),
+}
+
+
+def _true_prob(logits: Tensor, labels: Tensor) -> Tensor:
+    return logits.softmax(1).gather(1, labels[:, None]).squeeze(1)
+
+
+def _margin(logits: Tensor, labels: Tensor) -> Tensor:
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return true - others
+
+
+# Losses an attack minimises; both are below their threshold exactly when the image is fooled
+# (margin < 0; a true-class probability can stay the largest below 0.5, so "prob" has no threshold).
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "prob": _true_prob,  # softmax probability of the true class (Su et al., the paper's DE)
+    "margin": _margin,  # true logit minus the best other logit (Sparse-RS, CW)
+}
+
+
+def pixel_upper(shape: torch.Size | tuple[int, ...], device: torch.device) -> Tensor:
+    """Upper bounds (D,) of one candidate row for images (N, C, H, W); every lower bound is 0."""
+    _, c, h, w = shape
+    return torch.tensor([h - 1, w - 1] + [1.0] * c, device=device)
+
+
+def forward_batch(max_batch: int | None, device: torch.device) -> int:
+    """Candidate images per forward pass: ``max_batch``, or 512 on a CPU / 8192 on a GPU.
+
+    The painted batch alone is max_batch*C*H*W floats (8192 CIFAR images = 100 MB) plus the
+    model's activations. On 2 CPU cores LeNet-5 runs 33k images/s at batches of 512 but 14k at
+    8192 (activations no longer fit in cache), so big chunks only pay on a GPU.
+    """
+    return max_batch or (8192 if device.type == "cuda" else 512)
+
+
+def paint(images: Tensor, candidates: Tensor) -> Tensor:
+    """Copies of ``images`` (B, C, H, W) with the pixels of ``candidates`` (B, k, 2 + C) written in.
+
+    When two of a candidate's pixels round to the same spot the later one wins; both writes carry
+    its colour, so index_put_'s unspecified order among duplicate indices cannot change the result.
+    """
+    return _paint_into(images.clone(), candidates)
+
+
+def _paint_into(out: Tensor, candidates: Tensor) -> Tensor:
+    """paint() in place on ``out``, for batches that are already fresh copies."""
+    b, k, _ = candidates.shape
+    rows = candidates[..., 0].round().long()
+    cols = candidates[..., 1].round().long()
+    spot = rows * out.shape[-1] + cols  # (B, k)
+    order = torch.arange(k, device=out.device)
+    last = torch.where(spot[:, :, None] == spot[:, None, :], order, -1).amax(2)  # (B, k) index of the winner
+    colours = candidates[..., 2:].gather(1, last[..., None].expand(-1, -1, out.shape[1])).to(out.dtype)
+    who = torch.arange(b, device=out.device)[:, None].expand(b, k)
+    out.permute(0, 2, 3, 1).index_put_((who, rows, cols), colours)  # permuted view: writes (B, k, C) into out
+    return out
+
+
+def evaluate(
+    model: nn.Module, images: Tensor, labels: Tensor, cands: Tensor, loss: str, max_batch: int
+) -> tuple[Tensor, Tensor]:
+    """Loss and misclassification of every candidate of every image, in chunks of ``max_batch``.
+
+    images (A, C, H, W), labels (A,), cands (A, P, k, D) -> two (A, P) tensors, float32 and bool.
+    The model must be in eval mode and called under no_grad (the attacks see to both).
+    """
+    a, p = cands.shape[:2]
+    flat = cands.reshape(a * p, *cands.shape[2:])
+    owner = torch.arange(a, device=images.device).repeat_interleave(p)
+    fn = LOSSES[loss]
+    values, fooled = [], []
+    for start in range(0, a * p, max_batch):  # chunks only bound memory
+        who = owner[start : start + max_batch]
+        logits = model(_paint_into(images[who], flat[start : start + max_batch])).float()  # images[who] copies
+        y = labels[who]
+        values.append(fn(logits, y))
+        fooled.append(logits.argmax(1) != y)
+    return torch.cat(values).view(a, p), torch.cat(fooled).view(a, p)
+
+
+def pixel_records(candidates: Tensor) -> list[list[list[float]]]:
+    """Each image's final candidate (N, k, D) as it is painted, for the result file: per pixel
+    ``[row, col, c_1..c_C]`` with row/col rounded to integers and colours exact (a float32 survives
+    the trip through a JSON double), so ``paint`` rebuilds the adversarial image bit for bit."""
+    rounded = candidates.detach().float().cpu().clone()
+    rounded[..., :2] = rounded[..., :2].round()
+    return [[[int(px[0]), int(px[1]), *px[2:]] for px in cand] for cand in rounded.tolist()]

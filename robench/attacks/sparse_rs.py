@@ -1,0 +1,127 @@
+"""Sparse-RS (Croce et al., AAAI 2022): score-based random search for k-pixel perturbations.
+
+Each image holds one current candidate: k distinct pixel positions, each painted a corner of the
+colour cube ({0, 1}^C, the L0 threat's most extreme colours). Every iteration proposes, per
+still-active image, a new candidate that moves ``m`` of its k pixels to positions not yet used
+(with fresh corner colours) and keeps it when the untargeted margin loss (true logit minus the
+best other logit) goes down. ``m`` starts at ``p_init * k`` and shrinks on the paper's
+piecewise-constant schedule, rescaled to the query budget, so the search goes from broad moves
+to single-pixel refinements. An image stops at its first misclassified candidate.
+
+Candidates use the DE's encoding (``candidates.py``) and are scored by the same evaluator: one
+batched forward pass per iteration over the candidates of all still-active images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from robench.attacks.base import AttackOutcome
+from robench.attacks.candidates import EvalMode, evaluate, forward_batch, paint, pixel_records
+
+# The paper's L0 schedule: iteration (on a 10,000-query scale) above which p_init is divided by
+# the factor, read in order; below the first threshold p = p_init.
+_SCHEDULE = ((8000, 20), (6000, 15), (4000, 12), (2000, 10), (1000, 8), (500, 6), (200, 5), (50, 4), (0, 2))
+
+
+@dataclass(frozen=True)
+class SparseRSConfig:
+    """Sparse-RS settings. The default budget, 16,400 queries, is the paper DE's full budget
+    (population 400 x (1 + 40 generations)), so the two attacks compare at equal cost."""
+
+    pixels: int = 1
+    queries: int = 16_400  # most model evaluations per image, the initial candidate included
+    p_init: float = 0.8  # fraction of the k pixels moved at first (Sparse-RS's alpha_init for L0)
+    # Most candidate images in one forward pass (None: 512 on a CPU, 8192 on a GPU). One candidate
+    # per image per iteration, so this only binds for more images than that.
+    max_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pixels < 1:
+            raise ValueError(f"pixels must be >= 1, got {self.pixels}")
+        if self.queries < 1:
+            raise ValueError(f"queries must be >= 1, got {self.queries}")
+        if not 0 < self.p_init <= 1:
+            raise ValueError(f"p_init must be in (0, 1], got {self.p_init}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+
+
+def pixels_to_move(iteration: int, config: SparseRSConfig) -> int:
+    """How many of the k pixels iteration ``iteration`` (1-based) moves: p(it) * k, at least 1."""
+    scaled = int(iteration / config.queries * 10_000)
+    p = config.p_init
+    for threshold, factor in _SCHEDULE:
+        if scaled > threshold:
+            p = config.p_init / factor
+            break
+    return max(int(p * config.pixels), 1)
+
+
+def _corners(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
+    return torch.randint(2, shape, generator=generator, device=generator.device).to(device, torch.float32)
+
+
+def _free_positions(used: Tensor, count: int, spots: int, generator: torch.Generator) -> Tensor:
+    """``count`` distinct positions (A, count) per row, uniform among the ``spots`` not in ``used`` (A, u)."""
+    keys = torch.rand(used.shape[0], spots, generator=generator, device=generator.device).to(used.device)
+    keys.scatter_(1, used, -1.0)  # used positions sort last
+    return keys.topk(count, dim=1).indices
+
+
+def _encode(positions: Tensor, colours: Tensor, width: int) -> Tensor:
+    """Flat positions (A, k) and colours (A, k, C) -> candidates (A, k, 2 + C) in the shared encoding."""
+    rows = torch.div(positions, width, rounding_mode="floor")
+    return torch.cat([torch.stack([rows, positions - rows * width], -1).float(), colours], -1)
+
+
+@torch.no_grad()
+def sparse_rs_attack(
+    model: nn.Module, images: Tensor, labels: Tensor, config: SparseRSConfig, generator: torch.Generator
+) -> AttackOutcome:
+    """Untargeted k-pixel Sparse-RS on ``images`` (N, C, H, W) in [0, 1] with ``labels`` (N,).
+
+    A proposal replaces the current candidate when its margin is strictly lower (as in Sparse-RS);
+    a misclassified proposal ends the image's search and becomes its adversarial image. Images the
+    search did not fool get their lowest-margin candidate. queries (N,) counts model evaluations;
+    details["pixels"] holds each image's painted candidate. All randomness comes from ``generator``.
+    """
+    device = images.device
+    n, c, h, w = images.shape
+    k = config.pixels
+    spots = h * w
+    if k > spots:
+        raise ValueError(f"pixels {k} exceeds the {spots} pixels of a {h}x{w} image")
+    labels = labels.to(device)
+    chunk = forward_batch(config.max_batch, device)
+
+    with EvalMode(model):
+        empty = torch.zeros(n, 0, dtype=torch.int64, device=device)
+        positions = _free_positions(empty, k, spots, generator)  # (N, k) distinct flat positions
+        colours = _corners((n, k, c), generator, device)
+        best = _encode(positions, colours, w)
+        margin, fooled = (t[:, 0] for t in evaluate(model, images, labels, best[:, None], "margin", chunk))
+        queries = torch.ones(n, dtype=torch.int64, device=device)
+        active = (~fooled).nonzero().flatten()
+        for iteration in range(1, config.queries):
+            if len(active) == 0:
+                break
+            m = pixels_to_move(iteration, config)
+            a = len(active)
+            # Which m of the k slots move (per image), where to, and in which corner colour.
+            slots = torch.rand(a, k, generator=generator, device=generator.device).to(device).topk(m, dim=1).indices
+            new_pos = positions[active].scatter(1, slots, _free_positions(positions[active], m, spots, generator))
+            new_col = colours[active].scatter(1, slots[..., None].expand(-1, -1, c), _corners((a, m, c), generator, device))
+            proposal = _encode(new_pos, new_col, w)
+            new_margin, new_fooled = (t[:, 0] for t in evaluate(model, images[active], labels[active],
+                                                                proposal[:, None], "margin", chunk))
+            queries[active] += 1
+            take = (new_margin < margin[active]) | new_fooled
+            won = active[take]
+            positions[won], colours[won], best[won] = new_pos[take], new_col[take], proposal[take]
+            margin[won] = new_margin[take]
+            active = active[~new_fooled]
+    return AttackOutcome(adversarial=paint(images, best), queries=queries, details={"pixels": pixel_records(best)})
