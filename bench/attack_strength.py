@@ -57,7 +57,9 @@ limit only Part A's peers). ``queries/img`` is robench's ``outcome.queries`` mea
 model's forward images per image (``Counting``) for peers; for gradient attacks a query is one
 forward (+ backward) pass of the image. ``load`` is the 1-minute load average after the row: above
 the thread count, a neighbour shared the cores. Tables are markdown; the command line and the
-machine follow them.
+machine follow them. Success counts do not depend on ``--threads``; times do: on a shared machine
+(load above the core count) 2 torch threads on 2 cores stalled in OpenMP waits, up to 50x slower
+for sparse_rs's small batches than 1 thread, so pass ``--threads 1`` there.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class Verdict:
 def _cells(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     cells = {}
     for table in build_report(results_dir).tables:
-        attack = table.key.split("_", 1)[1]
+        attack = table.ident
         for row in table.rows:
             for label, cell in row.cells.items():
                 key = f"{row.model}/{row.act}/{row.dataset}/{row.tag}/{attack}/{label}"

@@ -1,9 +1,15 @@
-"""Tables like the paper's Tables 2-4, rebuilt from stored result files only.
+"""Tables like the paper's Tables 2-4 and the strong attacks', rebuilt from stored result files only.
 
 A row is one model × activation × dataset × checkpoint tag (``s0`` for the shipped seed-0
 checkpoints); a column is one attack setting (1px, eps=0.04, l2=0.5). Each cell holds our mean ±
 std over repeats, the gain over the ReLU row of the same model (SPEC §4: ``1 - ours/relu``) and the
 paper's number where it prints one. The paper's figures come from ``paper_numbers.yaml``.
+
+Every attack variant gets its own table (the paper's DE, Sparse-RS, PGD per norm, FMN per norm, each
+ensemble). A minimal-norm attack's table gives successes at standard budgets, read off its stored
+distances, and the median minimal distance. Then, per threat model, robust accuracy under the worst
+case over every attack in the folder (``robustness.py``), with counts that a stronger attack beats
+marked as lower bounds and sanity flags for gradient masking.
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ from typing import Any
 
 import yaml
 
+from .attacks import get_attack
 from .attacks.metrics import aggregate, gain_vs_relu, mean_std
+from .config import config_from_dict
 from .results import list_results
+from .robustness import (RobustCell, Threat, gather, lower_bounds, median_distance, result_ident, sanity_flags, threat,
+                         worst_case)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,14 @@ TABLES = (
     TableSpec("table3_fgsm", "Table 3: FGSM, successes (avg|Z| at eps=0.04)", "fgsm", ("eps=0.04",)),
     TableSpec("table4_cw", "Table 4: Carlini-Wagner L2, successes", "cw", None),
 )
+# Titles of the tables beyond the paper's, by attack; {variant} is the attack's variant.
+TITLES = {
+    "pixel": "Few-pixel DE ({variant}), successes",
+    "sparse_rs": "Sparse-RS k-pixel attack{variant}, successes",
+    "pgd": "PGD {variant}, successes",
+    "fmn": "FMN {variant}: successes at each budget (from minimal distances) and median minimal distance",
+    "ensemble": "Worst case over {variant}, successes",
+}
 
 
 @dataclass
@@ -46,6 +64,7 @@ class Cell:
     avg_abs_z: float | None
     paper: float | None = None
     gain_vs_relu: float | None = None
+    lower_bound_by: str | None = None  # a stronger attack at the same budget finds clearly more
 
 
 @dataclass
@@ -59,6 +78,7 @@ class Row:
     avg_abs_z: float | None = None
     paper_avg_abs_z: float | None = None
     files: list[str] = field(default_factory=list)
+    median_distance: float | None = None  # minimal-norm tables only
 
 
 @dataclass
@@ -67,15 +87,31 @@ class Table:
     title: str
     columns: list[str]
     rows: list[Row]
+    ident: str = ""  # attack plus variant: the attack part of `robench check` cell names
+    minimal_norm: str | None = None  # set for a minimal-norm attack's table
+
+
+@dataclass
+class RobustRow:
+    model: str
+    act: str
+    dataset: str
+    tag: str
+    cells: dict[str, RobustCell] = field(default_factory=dict)
 
 
 @dataclass
 class Report:
     tables: list[Table]
     notes: list[str]
+    robust_columns: list[str] = field(default_factory=list)
+    robust_rows: list[RobustRow] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tables": [asdict(t) for t in self.tables], "notes": self.notes}
+        return {"tables": [asdict(t) for t in self.tables], "notes": self.notes,
+                "robust_accuracy": {"columns": self.robust_columns, "rows": [asdict(r) for r in self.robust_rows]},
+                "flags": self.flags}
 
 
 def paper_numbers() -> dict[str, Any]:
@@ -90,60 +126,127 @@ def checkpoint_tag(result: dict[str, Any]) -> str:
 
 
 def _sort_key(label: str) -> tuple[float, str]:
-    digits = "".join(ch for ch in label if ch.isdigit() or ch == ".")
+    """Columns in budget order: ``3px``, ``eps=0.02``, ``eps=8/255``, ``l2=0.5``."""
+    value = label.split("=", 1)[-1].removesuffix("px").removeprefix("l0 ")
     try:
-        return float(digits.strip(".")), label
+        num, _, den = value.partition("/")
+        return float(num) / (float(den) if den else 1.0), label
     except ValueError:
         return float("inf"), label
+
+
+def _table_order(ident: str, attack: str) -> tuple[int, str]:
+    order = ("pixel", "sparse_rs", "fgsm", "pgd", "cw", "fmn", "ensemble")
+    return (order.index(attack) if attack in order else len(order)), ident
 
 
 def build_report(results_dir: str | Path) -> Report:
     """Read every result in ``results_dir`` and build the tables; unfinished runs are skipped."""
     paper = paper_numbers()
     notes: list[str] = []
+    groups: dict[str, tuple[str, str, list[tuple[Path, dict[str, Any]]]]] = {}  # ident -> (attack, variant, files)
+    finished = []
+    for path, res in list_results(results_dir):
+        if res["status"] != "complete":
+            notes.append(f"{path.name}: unfinished run, left out (rerun its command to finish it)")
+            continue
+        try:
+            ident, _ = result_ident(res)
+        except ValueError as err:  # an attack this robench does not know, or a config it cannot read
+            notes.append(f"{path.name}: left out ({err})")
+            continue
+        variant = ident[len(res["attack"]) + 1:]
+        groups.setdefault(ident, (res["attack"], variant, []))[2].append((path, res))
+        finished.append((path.name, res))
+    evidence = gather(finished, checkpoint_tag)
+    marks = lower_bounds(evidence)
+
     tables = []
-    loaded = list_results(results_dir)
-    for spec in TABLES:
-        rows: dict[tuple[str, str, str, str], Row] = {}
-        columns: set[str] = set()
-        z_per_row: dict[tuple, list[float]] = {}
-        for path, res in loaded:
-            if res["attack"] != spec.attack:
-                continue
-            if res["status"] != "complete":
-                notes.append(f"{path.name}: unfinished run, left out (rerun its command to finish it)")
-                continue
-            key = (res["model"], res["dataset"], checkpoint_tag(res), res["act"])
-            row = rows.setdefault(key, Row(res["model"], res["act"], res["dataset"], key[2],
-                                           bool(res["provenance"]["data_official"])))
-            row.files.append(path.name)
-            for setting in res["settings"]:
-                label = setting["label"]
-                agg = setting.get("aggregate") or aggregate(setting["repeats"])
-                if label in row.cells:
-                    notes.append(f"{path.name}: {label} of {'/'.join(key)} already given by another file; kept the first")
-                    continue
-                columns.add(label)
-                row.cells[label] = Cell(agg["successes_mean"], agg["successes_std"], agg["repeats"],
-                                        len(res["image_set"]["indices"]), agg["avg_abs_z_mean"])
-                if (spec.z_settings is None or label in spec.z_settings) and agg["avg_abs_z_mean"] is not None:
-                    z_per_row.setdefault(key, []).append(agg["avg_abs_z_mean"])
-        for key, row in rows.items():
-            row.avg_abs_z = mean_std(z_per_row.get(key, []))[0]
-            relu = rows.get(key[:3] + ("relu",))
-            printed = paper.get(spec.key, {}).get(row.model, {}).get(row.act, {}) if row.dataset == "cifar10" else {}
-            row.paper_avg_abs_z = printed.get("avg_abs_z")
-            for label, cell in row.cells.items():
-                cell.paper = printed.get("cw" if spec.attack == "cw" else label)
-                if relu is not None and label in relu.cells and cell.mean is not None and relu.cells[label].mean is not None:
-                    cell.gain_vs_relu = gain_vs_relu(cell.mean, relu.cells[label].mean)
-        ordered = sorted(rows.values(), key=lambda r: (r.model, r.dataset, r.tag, r.act != "relu", r.act))
-        if ordered:
-            tables.append(Table(spec.key, spec.title, sorted(columns, key=_sort_key), ordered))
+    paper_specs = {s.attack: s for s in TABLES}
+    for ident, (attack, variant, files) in sorted(groups.items(), key=lambda kv: _table_order(kv[0], kv[1][0])):
+        spec = paper_specs.get(attack) if not variant else None
+        if spec is not None:
+            key, title, z_settings = spec.key, spec.title, spec.z_settings
+        else:
+            shown = f" ({variant})" if attack == "sparse_rs" and variant else variant
+            key, title, z_settings = ident, TITLES.get(attack, ident + " ({variant})").format(variant=shown), None
+        table = _build_table(key, title, ident, attack, files, z_settings, notes, evidence, marks)
+        if spec is not None:
+            _add_paper(table, paper.get(spec.key, {}), attack)
+        tables.append(table)
     if any(not r.data_official for t in tables for r in t.rows):
         notes.append("† made on data that is not the official release (e.g. the JPEG re-encoded CIFAR-10 of an "
                      "offline machine); compare with the paper with that in mind")
-    return Report(tables, notes)
+    if marks:
+        notes.append("‡ a lower bound: another attack at the same budget on the same model fools clearly more images "
+                     "(by more than max(1, 2 std)); the robust-accuracy table gives the worst case")
+    robust = worst_case(evidence)
+    points = sorted({p for cells in robust.values() for p in cells}, key=Threat.sort_key)
+    robust_rows = [RobustRow(m, a, d, t, {p.label: cells[p] for p in points if p in cells})
+                   for (m, d, t, a), cells in sorted(robust.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
+                                                                                   kv[0][3] != "relu", kv[0][3]))]
+    return Report(tables, notes, [p.label for p in points], robust_rows, sanity_flags(evidence))
+
+
+def _build_table(key: str, title: str, ident: str, attack: str, files: list[tuple[Path, dict[str, Any]]],
+                 z_settings: tuple[str, ...] | None, notes: list[str], evidence: Any, marks: dict) -> Table:
+    rows: dict[tuple[str, str, str, str], Row] = {}
+    columns: set[str] = set()
+    z_per_row: dict[tuple, list[float]] = {}
+    minimal_norm = None
+    for path, res in files:
+        tag = checkpoint_tag(res)
+        key4 = (res["model"], res["dataset"], tag, res["act"])
+        row = rows.setdefault(key4, Row(res["model"], res["act"], res["dataset"], tag,
+                                        bool(res["provenance"]["data_official"])))
+        row.files.append(path.name)
+        for setting in res["settings"]:
+            agg = setting.get("aggregate") or aggregate(setting["repeats"])
+            norm = res["attack_config"].get("norm") if attack == "fmn" and setting["label"].startswith("min-") else None
+            if norm is not None:  # minimal norm: one column per budget read off the distances
+                minimal_norm = norm
+                row.median_distance = median_distance(setting, norm)
+                for point, items in evidence.by_row.get(key4, {}).items():
+                    for e in items:
+                        if e.ident == ident and e.derived:
+                            columns.add(point.label)
+                            row.cells[point.label] = Cell(e.successes, e.std, agg["repeats"], len(e.attacked), None,
+                                                          lower_bound_by=marks.get((key4, ident, point)))
+                continue
+            label = setting["label"]
+            if label in row.cells:
+                notes.append(f"{path.name}: {label} of {'/'.join(key4)} already given by another file; kept the first")
+                continue
+            columns.add(label)
+            point = _point_of(res, setting)
+            row.cells[label] = Cell(agg["successes_mean"], agg["successes_std"], agg["repeats"],
+                                    len(res["image_set"]["indices"]), agg["avg_abs_z_mean"],
+                                    lower_bound_by=marks.get((key4, ident, point)) if point else None)
+            if (z_settings is None or label in z_settings) and agg["avg_abs_z_mean"] is not None:
+                z_per_row.setdefault(key4, []).append(agg["avg_abs_z_mean"])
+    for key4, row in rows.items():
+        row.avg_abs_z = mean_std(z_per_row.get(key4, []))[0]
+        relu = rows.get(key4[:3] + ("relu",))
+        for label, cell in row.cells.items():
+            if relu is not None and label in relu.cells and cell.mean is not None and relu.cells[label].mean is not None:
+                cell.gain_vs_relu = gain_vs_relu(cell.mean, relu.cells[label].mean)
+    ordered = sorted(rows.values(), key=lambda r: (r.model, r.dataset, r.tag, r.act != "relu", r.act))
+    return Table(key, title, sorted(columns, key=_sort_key), ordered, ident, minimal_norm)
+
+
+def _point_of(res: dict[str, Any], setting: dict[str, Any]) -> Threat | None:
+    spec = get_attack(res["attack"])
+    norm, budget = spec.threat(config_from_dict(spec.config_cls, dict(setting["config"]), res["attack"]))
+    return None if budget is None else threat(norm, budget)
+
+
+def _add_paper(table: Table, printed_by_model: dict[str, Any], attack: str) -> None:
+    """The paper's numbers beside ours (CIFAR-10 rows only: the paper reports no other dataset)."""
+    for row in table.rows:
+        printed = printed_by_model.get(row.model, {}).get(row.act, {}) if row.dataset == "cifar10" else {}
+        row.paper_avg_abs_z = printed.get("avg_abs_z")
+        for label, cell in row.cells.items():
+            cell.paper = printed.get("cw" if attack == "cw" else label)
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -158,6 +261,8 @@ def cell_text(cell: Cell | None) -> str:
         text += f" ({100 * cell.gain_vs_relu:+.0f}%)"
     if cell.paper is not None:
         text += f" [paper {cell.paper:g}]"
+    if cell.lower_bound_by is not None:
+        text += f" ‡{cell.lower_bound_by}"
     return text
 
 
@@ -172,19 +277,54 @@ def _z_text(row: Row) -> str:
     return text + (f" [paper {row.paper_avg_abs_z:g}]" if row.paper_avg_abs_z is not None else "")
 
 
-def render_markdown(report: Report) -> str:
+def _last_column(t: Table) -> tuple[str, Any]:
+    """avg|Z| for success tables; the median minimal distance for a minimal-norm table."""
+    if t.minimal_norm is not None:
+        unit = " (px)" if t.minimal_norm == "l0" else ""
+        return f"median min {t.minimal_norm}{unit}", lambda r: _fmt(r.median_distance, 4) if r.median_distance is not None \
+            else "> half robust"
+    return "avg|Z|", _z_text
+
+
+def robust_text(cell: RobustCell | None) -> str:
+    if cell is None:
+        return ""
+    union = cell.images - cell.robust > cell.strongest_fooled  # attacks together beat the strongest alone
+    return f"{cell.robust}/{cell.images} [{cell.strongest}{'+' if union else ''}]"
+
+
+def grids(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Every table as (title, header, rows of text), shared by the markdown and terminal renderers."""
     out = []
     for t in report.tables:
-        out.append(f"### {t.title}\n")
-        head = ["model", "act", "data", "ckpt", "images", *t.columns, "avg abs Z"]
+        last, text = _last_column(t)
+        out.append((t.title, ["model", "act", "data", "ckpt", "images", *t.columns, last],
+                    [_row_label(r) + [cell_text(r.cells.get(c)) for c in t.columns] + [text(r)] for r in t.rows]))
+    if report.robust_rows:
+        out.append(("Robust accuracy under the worst case over every attack above, per threat model",
+                    ["model", "act", "data", "ckpt", *report.robust_columns],
+                    [[r.model, r.act, r.dataset, r.tag, *(robust_text(r.cells.get(c)) for c in report.robust_columns)]
+                     for r in report.robust_rows]))
+    return out
+
+
+LEGEND = ("Cells: successes out of the images attacked, mean ± std over repeats (gain vs ReLU = 1 - ours/ReLU) "
+          "[the paper's number, out of 100 images]. Robust accuracy: images that no attack fooled in any repeat, "
+          "of those every attack at that budget attacked [the strongest single attack there; + where the attacks "
+          "together fool more than it alone].")
+
+
+def render_markdown(report: Report) -> str:
+    out = []
+    for title, head, rows in grids(report):
+        out.append(f"### {title}\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
-        for r in t.rows:
-            out.append("| " + " | ".join(_row_label(r) + [cell_text(r.cells.get(c)) for c in t.columns] + [_z_text(r)]) + " |")
+        out += ["| " + " | ".join(row) + " |" for row in rows]
         out.append("")
-    out.append("Cells: successes out of the images attacked, mean ± std over repeats (gain vs ReLU = 1 - ours/ReLU) "
-               "[the paper's number, out of 100 images].")
+    out.append(LEGEND)
     out += [f"- {n}" for n in report.notes]
+    out += [f"- warning: {f}" for f in report.flags]
     return "\n".join(out) + "\n"
 
 
@@ -192,14 +332,14 @@ def render_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["table", "model", "act", "dataset", "tag", "data_official", "setting", "successes_mean", "successes_std",
-                "repeats", "images", "avg_abs_z", "gain_vs_relu", "paper"])
+                "repeats", "images", "avg_abs_z", "gain_vs_relu", "paper", "lower_bound_by"])
     for t in report.tables:
         for r in t.rows:
             for label in t.columns:
                 c = r.cells.get(label)
                 if c is not None:
                     w.writerow([t.key, r.model, r.act, r.dataset, r.tag, r.data_official, label, c.mean, c.std,
-                                c.repeats, c.images, c.avg_abs_z, c.gain_vs_relu, c.paper])
+                                c.repeats, c.images, c.avg_abs_z, c.gain_vs_relu, c.paper, c.lower_bound_by])
     return buf.getvalue()
 
 
@@ -212,16 +352,16 @@ def render_rich(report: Report) -> list[Any]:
     from rich.table import Table as RichTable
 
     out: list[Any] = []
-    for t in report.tables:
-        table = RichTable(title=t.title)
-        for col in ["model", "act", "data", "ckpt", "images", *t.columns, "avg|Z|"]:
+    for title, head, rows in grids(report):
+        table = RichTable(title=title)
+        for col in head:
             table.add_column(col)
-        for r in t.rows:
-            texts = _row_label(r) + [cell_text(r.cells.get(c)) for c in t.columns] + [_z_text(r)]
-            table.add_row(*map(escape, texts))
+        for row in rows:
+            table.add_row(*map(escape, row))
         out.append(table)
-    out.append(escape("cells: successes out of the images attacked, mean ± std over repeats (gain vs ReLU) [paper, of 100]"))
+    out.append(escape(LEGEND))
     out += [escape(n) for n in report.notes]
+    out += [f"[yellow]warning:[/yellow] {escape(f)}" for f in report.flags]
     return out
 
 

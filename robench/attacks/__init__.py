@@ -32,6 +32,9 @@ class AttackSpec:
     threat: Callable[[Any], tuple[str, float | None]]
     white_box: bool  # uses gradients (sanity flags compare black-box against white-box results)
     tag: Callable[[Any], str] = lambda c: ""  # what the result file name adds after the attack name
+    # What sets one run apart from another of the same attack beyond its budgets (the DE's scheme,
+    # PGD's norm): the report gives each variant a table of its own. "" for the attack's default.
+    variant: Callable[[Any], str] = lambda c: ""
     threats: tuple[str, ...] = ()  # threat norms it can serve inside an ensemble
     at_budget: Callable[[str, float, dict[str, Any]], Any] | None = None  # (norm, budget, options) -> config
 
@@ -56,14 +59,12 @@ def _one(fn: Callable[..., dict[float, Any]]) -> AttackFn:
     return run
 
 
-def _pixel_tag(c: PixelAttackConfig) -> str:
-    """``3px``, plus the DE variant when it is not the paper's (it changes the numbers)."""
-    tag = f"{c.pixels}px"
-    if c.strategy != "rand1":
-        tag += f"-{c.strategy}"
+def _de_variant(c: PixelAttackConfig) -> str:
+    """The DE scheme when it is not the paper's (it changes the numbers): ``best1-xpixel``."""
+    parts = [c.strategy] if c.strategy != "rand1" else []
     if c.crossover != "none":
-        tag += f"-x{c.crossover}" + (f"{c.crossover_rate:g}" if c.crossover_rate is not None else "")
-    return tag
+        parts.append(f"x{c.crossover}" + (f"{c.crossover_rate:g}" if c.crossover_rate is not None else ""))
+    return "-".join(parts)
 
 
 def _options(options: dict[str, Any], budget_keys: set[str], name: str) -> dict[str, Any]:
@@ -82,7 +83,8 @@ for _spec in (
         deterministic=False,
         threat=lambda c: ("l0", float(c.pixels)),
         white_box=False,
-        tag=_pixel_tag,
+        tag=lambda c: f"{c.pixels}px" + (f"-{_de_variant(c)}" if _de_variant(c) else ""),
+        variant=_de_variant,
         threats=("l0",),
         at_budget=lambda norm, b, o: PixelAttackConfig(pixels=int(b), **_options(o, {"pixels"}, "pixel")),
     ),
@@ -94,6 +96,7 @@ for _spec in (
         threat=lambda c: ("l0", float(c.pixels)),
         white_box=False,
         tag=lambda c: f"{c.pixels}px" + ("" if c.queries == SparseRSConfig.queries else f"-q{c.queries}"),
+        variant=lambda c: "" if c.queries == SparseRSConfig.queries else f"q{c.queries}",
         threats=("l0",),
         at_budget=lambda norm, b, o: SparseRSConfig(pixels=int(b), **_options(o, {"pixels"}, "sparse_rs")),
     ),
@@ -115,6 +118,7 @@ for _spec in (
         threat=lambda c: (c.norm, c.epsilons[0]),
         white_box=True,
         tag=lambda c: f"-{c.norm}",
+        variant=lambda c: c.norm,
         threats=("linf", "l2"),
         at_budget=lambda norm, b, o: PGDConfig(norm=norm, epsilons=(b,), **_options(o, {"norm", "epsilons"}, "pgd")),
     ),
@@ -126,6 +130,7 @@ for _spec in (
         threat=lambda c: (c.norm, c.epsilon),
         white_box=True,
         tag=lambda c: f"-{c.norm}" + ("" if c.epsilon is None else f"-{c.epsilon:g}"),
+        variant=lambda c: c.norm,
         threats=("linf", "l2", "l1", "l0"),
         at_budget=lambda norm, b, o: FMNConfig(norm=norm, epsilon=b, **_options(o, {"norm", "epsilon"}, "fmn")),
     ),
@@ -148,6 +153,7 @@ for _spec in (
         threat=lambda c: (c.threat, c.budgets[0]),
         white_box=True,  # it holds the white-box members of its threat, where there are any
         tag=lambda c: f"-{c.threat}" + (f"-{c.pixels}px" if c.threat == "l0" else "") + "-" + "+".join(c.members),
+        variant=lambda c: f"{c.threat}-" + "+".join(c.members),
     ),
 ):
     ATTACKS.add(_spec.name, _spec)
