@@ -373,6 +373,20 @@ def plot_eps_cmd(
     _console().print(f"wrote {run_guarded(lambda: plot_eps(results, model, out))}")
 
 
+@plot_app.command("curve")
+def plot_curve_cmd(
+    attack: str = typer.Option("fmn", help="fmn (minimal distances) or pgd (its epsilons)"),
+    norm: str = typer.Option("l2", help="the attack's norm"),
+    model: str = typer.Option("lenet5"),
+    results: Path = typer.Option(Path("attacks"), help="results folder, e.g. attacks/seeds for a band across seeds"),
+    out: Path = typer.Option(..., help="PNG to write"),
+) -> None:
+    """Success rate against budget per activation, from FMN or PGD results (a band across seeds)."""
+    from .plot import plot_curve
+
+    _console().print(f"wrote {run_guarded(lambda: plot_curve(results, attack, norm, model, out))}")
+
+
 def main() -> None:
     app()
 

@@ -1,5 +1,6 @@
 """PNG figures from stored files only: activation shapes across epochs (paper figures 1-2),
-training-loss curves (figure 3) and FGSM success against epsilon. Needs the ``plot`` extra."""
+training-loss curves (figure 3), FGSM success against epsilon, and success curves of PGD and FMN
+(minimal norms) per activation across training seeds. Needs the ``plot`` extra."""
 
 from __future__ import annotations
 
@@ -116,6 +117,63 @@ def plot_eps(results_dir: str | Path, model: str, out: str | Path) -> Path:
     ax.set_xlabel("epsilon (Linf)")
     ax.set_ylabel("successes")
     ax.set_title(f"FGSM on {model}")
+    ax.legend(fontsize=7)
+    return _save(fig, plt, out)
+
+
+def success_curves(results_dir: str | Path, attack: str, norm: str, model: str
+                   ) -> dict[str, list[tuple[str, list[float], list[float]]]]:
+    """act -> [(checkpoint tag, budgets, success rate at each)] from finished ``attack`` results
+    (fmn or pgd) of ``norm`` on ``model``. A PGD curve has its epsilons (mean over repeats); an FMN
+    curve is read off its minimal distances at every distance it stored, plus 0."""
+    from .report import checkpoint_tag
+    from .results import list_results
+    from .robustness import DISTANCE_KEY
+
+    if attack not in ("fmn", "pgd"):
+        raise RobenchError(f"curves come from fmn or pgd results, not {attack}")
+    curves: dict[str, list[tuple[str, list[float], list[float]]]] = {}
+    for _, res in list_results(results_dir):
+        if (res["attack"], res["model"], res["status"]) != (attack, model, "complete"):
+            continue
+        if res["attack_config"].get("norm") != norm:
+            continue
+        if attack == "pgd":
+            points = sorted((s["config"]["epsilons"][0], s["aggregate"]["success_rate_mean"]) for s in res["settings"])
+        else:
+            (setting,) = res["settings"]
+            records = [r for rep in setting["repeats"] for r in rep["images"]]
+            found = sorted(r[DISTANCE_KEY[norm]] for r in records if r["success"])
+            points = [(0.0, 0.0)] + [(d, (i + 1) / len(records)) for i, d in enumerate(found)]
+        curves.setdefault(res["act"], []).append((checkpoint_tag(res), [p[0] for p in points], [p[1] for p in points]))
+    if not curves:
+        raise RobenchError(f"no finished {attack} {norm} results for {model} in {results_dir}")
+    return curves
+
+
+def plot_curve(results_dir: str | Path, attack: str, norm: str, model: str, out: str | Path) -> Path:
+    """Success rate against budget, one line per activation: the mean over training seeds, with a
+    band from the lowest to the highest seed where there are several."""
+    import numpy as np
+
+    plt = _pyplot()
+    curves = success_curves(results_dir, attack, norm, model)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for act, runs in sorted(curves.items()):
+        top = max(max(b) for _, b, _ in runs)
+        grid = np.linspace(0.0, top, 200) if attack == "fmn" else np.array(sorted({x for _, b, _ in runs for x in b}))
+        # step functions for FMN (success holds from each distance on), straight lines between PGD's budgets
+        ys = np.array([np.interp(grid, b, r) if attack == "pgd" else
+                       np.array(r)[np.searchsorted(b, grid, side="right") - 1] for _, b, r in runs])
+        (line,) = ax.plot(grid, ys.mean(0), marker="o" if attack == "pgd" else None,
+                          label=f"{act} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        if len(runs) > 1:
+            ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+    unit = " (pixels)" if norm == "l0" else ""
+    ax.set_xlabel(f"{norm} budget{unit}")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{attack.upper()} {norm} on {model}")
     ax.legend(fontsize=7)
     return _save(fig, plt, out)
 

@@ -95,6 +95,14 @@ def test_attack_command_writes_result_and_refuses_rerun(relu_ckpt, tmp_path):
     (["--attack", "fgsm", "--pixels", "3"], "--pixels applies to --attack ensemble or pixel or sparse_rs, not fgsm"),
     (["--act", "sapl"], "act=relu, not sapl"),
     (["--checkpoint", "/nonexistent/x.pt"], "not found"),
+    (["--attack", "pgd", "--norm", "l3"], "pgd norm must be linf or l2"),
+    (["--attack", "pgd", "--eps", "8/0"], "fractions"),
+    (["--attack", "sparse_rs", "--population", "5"], "--population applies to --attack pixel, not sparse_rs"),
+    (["--attack", "sparse_rs", "--queries", "0"], "queries must be >= 1"),
+    (["--attack", "fmn", "--eps", "0.1,0.2"], "one budget for fmn"),
+    (["--attack", "ensemble", "--members", "fgsm", "--pixels", "3"], "cannot serve the l0 threat"),
+    (["--attack", "ensemble", "--members", "de,laser"], "unknown attack 'laser'"),
+    (["--attack", "pixel", "--strategy", "best2"], "unknown strategy"),
 ])
 def test_attack_bad_input_is_one_line(relu_ckpt, args, msg, tmp_path):
     root, ck = relu_ckpt
@@ -111,3 +119,31 @@ def test_missing_default_checkpoint(fake_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = _invoke("attack", "--model", "nin", "--act", "sapl", "--data-dir", str(fake_data), "--quiet")
     assert r.exit_code == 1 and "checkpoints/nin-sapl-cifar10-s0.pt not found" in r.output
+
+
+@pytest.mark.parametrize("args,label", [
+    (["--attack", "sparse_rs", "--pixels", "2", "--queries", "60"], "2px"),
+    (["--attack", "pgd", "--eps", "1/255,8/255", "--steps", "5"], "eps=8/255"),
+    (["--attack", "fmn", "--norm", "l0", "--steps", "10"], "min-l0"),
+    (["--attack", "ensemble", "--eps", "2/255", "--members", "fgsm,pgd"], "eps=2/255"),
+    (["--attack", "pixel", "--pixels", "3", "--strategy", "best1", "--crossover", "pixel", "--population", "8",
+      "--generations", "2"], "3px"),
+])
+def test_strong_attacks_write_results_and_refuse_reruns(relu_ckpt, tmp_path, monkeypatch, args, label):
+    from robench.results import read_result
+
+    root, ck = relu_ckpt
+    monkeypatch.chdir(tmp_path)
+    base = ["attack", "--images", "3", "--repeats", "2", "--checkpoint", str(ck), "--data-dir", str(root), "--quiet"]
+    r = _invoke(*base, *args)
+    assert r.exit_code == 0, r.output
+    (path,) = (tmp_path / "attacks").glob("*.json")
+    res = read_result(path)
+    assert res["status"] == "complete" and label in [s["label"] for s in res["settings"]]
+    records = [rec for s in res["settings"] for rep in s["repeats"] for rec in rep["images"]]
+    if "sparse_rs" in args or "pixel" in args:
+        assert all(len(rec["pixels"]) <= 3 for rec in records if "pixels" in rec)
+    if "ensemble" in args:
+        assert all("broken_by" in rec and rec["success"] == (rec["broken_by"] is not None) for rec in records)
+    # names never collide across attacks and variants; a rerun refuses, --force reruns
+    assert _invoke(*base, *args).exit_code == 1

@@ -19,6 +19,7 @@ from typing import Any
 import eagerpy as ep
 import foolbox
 import torch
+from foolbox.attacks.fast_minimum_norm import best_other_classes
 from foolbox.devutils import atleast_kd, flatten
 from torch import Tensor, nn
 
@@ -115,6 +116,7 @@ class PGDConfig:
     rel_stepsize: float | None = None  # step size over eps; None means 2.5 / steps (Madry et al.)
     restarts: int = 1
     random_start: bool = True
+    loss: str = "ce"  # ce (Foolbox's, Madry et al.) or margin (best other logit minus the true one, as CW and DLR)
     max_batch: int = 1000  # most images in one Foolbox call (bounds the batch, its gradient, activations)
 
     def __post_init__(self) -> None:
@@ -131,6 +133,8 @@ class PGDConfig:
             raise ValueError("steps, restarts and max_batch must be >= 1")
         if self.rel_stepsize is not None and not self.rel_stepsize > 0:
             raise ValueError(f"rel_stepsize must be > 0, got {self.rel_stepsize}")
+        if self.loss not in ("ce", "margin"):
+            raise ValueError(f"pgd loss must be ce or margin, got {self.loss!r}")
 
     @property
     def stepsize(self) -> float:
@@ -183,21 +187,47 @@ class _L2FMN(foolbox.attacks.L2FMNAttack):
         return x0 + (x - x0) * atleast_kd(factor, x.ndim)
 
 
+def _margin_loss(model: Any, labels: Any) -> Callable[[Any], Any]:
+    """Summed (best other logit - true logit): its gradient ignores how sure the model is, which
+    helps where cross-entropy saturates (the idea behind CW's and APGD's DLR losses)."""
+
+    def loss_fn(inputs: Any) -> Any:
+        logits = model(inputs)
+        rows = range(len(labels))
+        true = logits[rows, labels]
+        other = logits[rows, best_other_classes(logits, labels)]
+        return (other - true).sum()
+
+    return loss_fn
+
+
+class _LinfPGDMargin(foolbox.attacks.LinfPGD):
+    def get_loss_fn(self, model: Any, labels: Any) -> Callable[[Any], Any]:
+        return _margin_loss(model, labels)
+
+
+class _L2PGDMargin(foolbox.attacks.L2PGD):
+    def get_loss_fn(self, model: Any, labels: Any) -> Callable[[Any], Any]:
+        return _margin_loss(model, labels)
+
+
 @dataclass(frozen=True)
 class FoolboxRow:
     """One Foolbox-backed attack: its class per norm and how a config becomes constructor kwargs."""
 
-    classes: dict[str, Any]  # norm -> Foolbox attack class
+    classes: dict[str, Any]  # norm (or "norm/loss") -> Foolbox attack class
     kwargs: Callable[[Any], dict[str, Any]]
     random: Callable[[Any], bool]  # whether the attack draws random numbers (seeded from the generator)
 
     def build(self, config: Any) -> Any:
-        return self.classes[config.norm](**self.kwargs(config))
+        key = f"{config.norm}/{config.loss}" if getattr(config, "loss", "ce") != "ce" else config.norm
+        return self.classes[key](**self.kwargs(config))
 
 
 FOOLBOX_ROWS: dict[str, FoolboxRow] = {
     "pgd": FoolboxRow(
-        {"linf": foolbox.attacks.LinfPGD, "l2": foolbox.attacks.L2PGD},
+        {"linf": foolbox.attacks.LinfPGD, "l2": foolbox.attacks.L2PGD, "linf/margin": _LinfPGDMargin,
+         "l2/margin": _L2PGDMargin},
         lambda c: {"steps": c.steps, "rel_stepsize": c.stepsize, "random_start": c.random_start},
         random=lambda c: c.random_start,
     ),
