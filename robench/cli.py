@@ -170,6 +170,7 @@ def attack(
     norm: str = typer.Option(None, help="pgd: linf or l2; fmn: linf, l2, l1 or l0; ensemble: its threat model"),
     steps: int = typer.Option(None, help="pgd (default 100), fmn (100), cw (1000): iterations"),
     restarts: int = typer.Option(None, help="pgd: random restarts (default 1)"),
+    loss: str = typer.Option(None, help="pgd: ce (default) or margin"),
     members: str = typer.Option(None, help="ensemble: comma-separated attacks, cheap first (e.g. de,sparse_rs)"),
     l2_budget: float = typer.Option(None, help="cw: L2 budget a success must stay within"),
     images: int = typer.Option(100, help="correctly classified test images to attack"),
@@ -189,7 +190,7 @@ def attack(
     def go() -> Any:
         given = {"pixels": pixels, "population": population, "generations": generations, "mutation": mutation,
                  "strategy": strategy, "crossover": crossover, "crossover-rate": crossover_rate, "queries": queries,
-                 "p-init": p_init, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts,
+                 "p-init": p_init, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts, "loss": loss,
                  "members": members, "l2-budget": l2_budget}
         run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=attack_options(attack, given),
                         images=images, repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)

@@ -67,6 +67,19 @@ def _de_variant(c: PixelAttackConfig) -> str:
     return "-".join(parts)
 
 
+def _nondefault(config: Any, skip: set[str]) -> list[str]:
+    """``steps20``, ``lossmargin``: the fields of ``config`` that differ from their defaults, outside
+    ``skip`` (budgets, which are columns, and batch sizes, which change no number)."""
+    parts = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in skip or value == f.default:
+            continue
+        text = "+".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
+        parts.append(f"{f.name.replace('_', '')}{text}")
+    return parts
+
+
 def _options(options: dict[str, Any], budget_keys: set[str], name: str) -> dict[str, Any]:
     clash = sorted(budget_keys & set(options))
     if clash:
@@ -95,8 +108,8 @@ for _spec in (
         deterministic=False,
         threat=lambda c: ("l0", float(c.pixels)),
         white_box=False,
-        tag=lambda c: f"{c.pixels}px" + ("" if c.queries == SparseRSConfig.queries else f"-q{c.queries}"),
-        variant=lambda c: "" if c.queries == SparseRSConfig.queries else f"q{c.queries}",
+        tag=lambda c: "-".join([f"{c.pixels}px", *_nondefault(c, {"pixels", "max_batch"})]),
+        variant=lambda c: "-".join(_nondefault(c, {"pixels", "max_batch"})),
         threats=("l0",),
         at_budget=lambda norm, b, o: SparseRSConfig(pixels=int(b), **_options(o, {"pixels"}, "sparse_rs")),
     ),
@@ -117,8 +130,8 @@ for _spec in (
         deterministic=False,  # random start
         threat=lambda c: (c.norm, c.epsilons[0]),
         white_box=True,
-        tag=lambda c: f"-{c.norm}",
-        variant=lambda c: c.norm,
+        tag=lambda c: "-" + "-".join([c.norm, *_nondefault(c, {"norm", "epsilons", "max_batch"})]),
+        variant=lambda c: "-".join([c.norm, *_nondefault(c, {"norm", "epsilons", "max_batch"})]),
         threats=("linf", "l2"),
         at_budget=lambda norm, b, o: PGDConfig(norm=norm, epsilons=(b,), **_options(o, {"norm", "epsilons"}, "pgd")),
     ),
@@ -129,8 +142,8 @@ for _spec in (
         deterministic=True,
         threat=lambda c: (c.norm, c.epsilon),
         white_box=True,
-        tag=lambda c: f"-{c.norm}" + ("" if c.epsilon is None else f"-{c.epsilon:g}"),
-        variant=lambda c: c.norm,
+        tag=lambda c: "-" + "-".join([c.norm, *_nondefault(c, {"norm", "max_batch"})]),
+        variant=lambda c: "-".join([c.norm, *_nondefault(c, {"norm", "epsilon", "max_batch"})]),
         threats=("linf", "l2", "l1", "l0"),
         at_budget=lambda norm, b, o: FMNConfig(norm=norm, epsilon=b, **_options(o, {"norm", "epsilon"}, "fmn")),
     ),

@@ -27,6 +27,7 @@ OPTION_FIELDS: dict[str, dict[str, str]] = {
     "norm": {"pgd": "norm", "fmn": "norm", "ensemble": "threat"},
     "steps": {"pgd": "steps", "fmn": "steps", "cw": "steps"},
     "restarts": {"pgd": "restarts"},
+    "loss": {"pgd": "loss"},
     "members": {"ensemble": "members"},
     "l2-budget": {"cw": "l2_budget"},
 }
