@@ -181,6 +181,9 @@ def build_report(results_dir: str | Path) -> Report:
         notes.append("‡ a lower bound: another attack at the same budget on the same model fools clearly more images "
                      "(by more than max(1, 2 std)); the robust-accuracy table gives the worst case")
     robust = worst_case(evidence)
+    if any(not c.strong for cells in robust.values() for c in cells.values()):
+        notes.append("≤ robust accuracy no stronger than this: none of the threat's strongest attacks was run here "
+                     "(l0: sparse_rs, linf: pgd, l2: fmn or cw, l1: fmn); run one, or an ensemble holding one")
     points = sorted({p for cells in robust.values() for p in cells}, key=Threat.sort_key)
     robust_rows = [RobustRow(m, a, d, t, {p.label: cells[p] for p in points if p in cells})
                    for (m, d, t, a), cells in sorted(robust.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
@@ -290,7 +293,8 @@ def robust_text(cell: RobustCell | None) -> str:
     if cell is None:
         return ""
     union = cell.images - cell.robust > cell.strongest_fooled  # attacks together beat the strongest alone
-    return f"{cell.robust}/{cell.images} [{cell.strongest}{'+' if union else ''}]"
+    bound = "" if cell.strong else "≤"
+    return f"{bound}{cell.robust}/{cell.images} [{cell.strongest}{'+' if union else ''}]"
 
 
 def grids(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:

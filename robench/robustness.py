@@ -5,7 +5,9 @@ At each point of each model row this module gathers what every attack found, ima
 derives:
 
 - robust accuracy under the worst case: an image is robust only when no attack, in no repeat,
-  fooled it (AutoAttack's rule), counted on the images every attack there attacked;
+  fooled it (AutoAttack's rule), counted on the images every attack there attacked; where none
+  of the threat's strongest attacks (``STRONGEST``) took part it is only an upper bound, and
+  marked so;
 - which counts are lower bounds: a cell is marked when another attack at the same point fools
   clearly more images (by more than max(1, 2 std) on average), so a weak attack cannot pass for
   robustness;
@@ -33,6 +35,14 @@ CURVE_GRIDS: dict[str, tuple[float, ...]] = {
     "l0": (1.0, 3.0, 5.0, 10.0),
 }
 DISTANCE_KEY = {"linf": "linf", "l2": "l2", "l1": "l1", "l0": "l0_pixels"}  # per-image record fields
+# The strongest attack of each threat model (SPEC §6, measured in bench/attack_strength.py). A
+# robust accuracy that none of them stands behind is only an upper bound, and is marked so.
+STRONGEST: dict[str, frozenset[str]] = {
+    "l0": frozenset({"sparse_rs"}),
+    "linf": frozenset({"pgd"}),
+    "l2": frozenset({"fmn", "cw"}),
+    "l1": frozenset({"fmn"}),
+}
 NORM_ORDER = ("l0", "l1", "l2", "linf")
 
 RowKey = tuple[str, str, str, str]  # model, dataset, checkpoint tag, act
@@ -70,6 +80,7 @@ class Evidence:
     attacked: frozenset[int]  # test-set indices
     fooled: frozenset[int]  # fooled in any repeat
     derived: bool = False  # read off a minimal-norm attack's distances
+    attacks: frozenset[str] = frozenset()  # the registered attacks behind it (an ensemble's members)
 
 
 def result_ident(result: dict[str, Any]) -> tuple[str, Any]:
@@ -78,6 +89,11 @@ def result_ident(result: dict[str, Any]) -> tuple[str, Any]:
     config = config_from_dict(spec.config_cls, dict(result["attack_config"]), f"{result['attack']} config")
     variant = spec.variant(config)
     return (f"{result['attack']}-{variant}" if variant else result["attack"]), spec
+
+
+def _behind(result: dict[str, Any]) -> frozenset[str]:
+    members = result["attack_config"].get("members") if result["attack"] == "ensemble" else None
+    return frozenset(members or [result["attack"]])
 
 
 def row_key(result: dict[str, Any], tag: str) -> RowKey:
@@ -129,7 +145,7 @@ def gather(results: list[tuple[str, dict[str, Any]]], tag_of: Any) -> Evidences:
             counts, fooled = _fooled(setting)
             m, s = mean_std(counts)
             evs.add(row, threat(norm, budget), Evidence(ident, res["attack"], spec.white_box, m or 0.0, s or 0.0,
-                                                        _attacked(setting), fooled))
+                                                        _attacked(setting), fooled, attacks=_behind(res)))
     for row, ident, spec, norm, setting in minimal:
         points = {threat(norm, b) for b in CURVE_GRIDS[norm]}
         points |= {p for p in evs.by_row.get(row, {}) if p.norm == norm}
@@ -137,7 +153,7 @@ def gather(results: list[tuple[str, dict[str, Any]]], tag_of: Any) -> Evidences:
             counts, fooled = _fooled(setting, (DISTANCE_KEY[norm], point.budget))
             m, s = mean_std(counts)
             evs.add(row, point, Evidence(ident, spec.name, spec.white_box, m or 0.0, s or 0.0, _attacked(setting),
-                                         fooled, derived=True))
+                                         fooled, derived=True, attacks=frozenset({spec.name})))
     return evs
 
 
@@ -148,6 +164,7 @@ class RobustCell:
     attacks: list[str]  # idents that took part
     strongest: str  # the single attack that fooled most of them
     strongest_fooled: int
+    strong: bool = True  # False: no attack STRONGEST names for this threat took part (an upper bound)
 
 
 def worst_case(evs: Evidences) -> dict[RowKey, dict[Threat, RobustCell]]:
@@ -159,9 +176,10 @@ def worst_case(evs: Evidences) -> dict[RowKey, dict[Threat, RobustCell]]:
             common = frozenset.intersection(*(e.attacked for e in items))
             broken = frozenset().union(*(e.fooled for e in items)) & common
             best = max(items, key=lambda e: (len(e.fooled & common), e.ident))
+            strong = bool(STRONGEST[point.norm] & frozenset().union(*(e.attacks for e in items)))
             out.setdefault(row, {})[point] = RobustCell(len(common) - len(broken), len(common),
                                                         sorted({e.ident for e in items}), best.ident,
-                                                        len(best.fooled & common))
+                                                        len(best.fooled & common), strong)
     return out
 
 

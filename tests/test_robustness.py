@@ -109,3 +109,15 @@ def test_curves_from_fmn_and_pgd_with_a_band_across_seeds(tmp_path):
     assert success_curves(tmp_path, "pgd", "l2", "lenet5")["relu"][0][2] == pytest.approx([0.1, 0.4])
     out = plot_curve(tmp_path, "fmn", "l2", "lenet5", tmp_path / "curve.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_robust_accuracy_without_the_threats_strongest_attack_is_an_upper_bound(tmp_path):
+    _result(tmp_path, "pixel", {"pixels": 3}, {"3px": [{10, 11}]})
+    _result(tmp_path, "fgsm", {"epsilons": (0.01,)}, {"eps=0.01": [{10}]})
+    rep = build_report(tmp_path)
+    cells = rep.robust_rows[0].cells
+    assert not cells["l0 3px"].strong and not cells["linf 0.01"].strong
+    assert "≤8/10 [pixel]" in render_markdown(rep)
+    _result(tmp_path, "ensemble", {"threat": "l0", "pixels": 3, "members": ("de", "sparse_rs")}, {"3px": [{12}]})
+    cells = build_report(tmp_path).robust_rows[0].cells
+    assert cells["l0 3px"].strong and cells["l0 3px"].robust == 7  # an ensemble holding sparse_rs counts
