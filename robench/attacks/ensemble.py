@@ -26,6 +26,10 @@ DEFAULT_MEMBERS: dict[str, tuple[str, ...]] = {
     "l1": ("fmn",),
 }
 ALIASES = {"de": "pixel"}  # the DE is registered as "pixel"; "de" reads better in a member list
+# A worst case wants each member at its strongest: inside an ensemble the DE runs its best1 base with
+# per-pixel crossover (84 of 100 at 3 px on the shipped ReLU LeNet-5, against the paper scheme's 50,
+# and faster, as it stops earlier). member_options override these.
+MEMBER_DEFAULTS: dict[str, dict[str, Any]] = {"pixel": {"strategy": "best1", "crossover": "pixel"}}
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class EnsembleConfig:
         if spec.at_budget is None or self.threat not in spec.threats:
             raise ValueError(f"attack {name} cannot serve the {self.threat} threat "
                              f"({name} serves: {', '.join(spec.threats) or 'none in an ensemble'})")
-        return spec.at_budget(self.threat, budget, self.member_options.get(name, {}))
+        return spec.at_budget(self.threat, budget, MEMBER_DEFAULTS.get(name, {}) | self.member_options.get(name, {}))
 
 
 def _member_generator(generator: torch.Generator) -> torch.Generator:

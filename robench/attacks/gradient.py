@@ -283,22 +283,36 @@ def fmn_attack(
     the number of forward+backward passes FMN ran on the image's batch (counted). FMN draws no
     random numbers; ``generator`` is taken for the common signature.
     """
-    labels = labels.to(images.device)
     attack = FOOLBOX_ROWS["fmn"].build(config)
+    return _minimal_norm(model, images, labels, attack, None, config.norm, config.epsilon, config.max_batch)
+
+
+def _minimal_norm(model: nn.Module, images: Tensor, labels: Tensor, attack: Any, call_eps: float | None, norm: str,
+                  budget: float | None, max_batch: int) -> AttackOutcome:
+    """Run a Foolbox minimisation attack (FMN, CW) and keep, per image, its smallest adversarial when
+    it is misclassified and (with a ``budget``) within it in ``norm``; the clean image otherwise.
+
+    The check matters: where the attack finds nothing Foolbox returns an all-zero image, and scaling
+    that (or a minimal adversarial that is too far) down to the budget, as Foolbox's clipped output
+    does, is not something the attack found. Within the budget Foolbox's clip is the identity.
+    queries (N,) counts the forward+backward passes the attack ran on the image's batch (Foolbox
+    reports none); ``call_eps`` is what Foolbox is called with (it only shapes the clipped output).
+    """
+    labels = labels.to(images.device)
     advs, queries = [], []
     counter = _GradientCounter(model)
     with _attack_mode(counter, images.device) as fmodel:
-        for start in range(0, len(images), config.max_batch):
-            x, y = images[start : start + config.max_batch], labels[start : start + config.max_batch]
+        for start in range(0, len(images), max_batch):
+            x, y = images[start : start + max_batch], labels[start : start + max_batch]
             counter.calls = 0
-            raw, _, _ = attack(fmodel, x, y, epsilons=None)
-            raw = raw.detach().clamp(0, 1)
+            raw, clipped, _ = attack(fmodel, x, y, epsilons=call_eps)
+            passes = counter.calls
             with torch.no_grad():
                 keep = _predict(model, raw) != y
-            if config.epsilon is not None:
-                keep &= perturbation_norms(x, raw)[config.norm] <= config.epsilon
-            advs.append(torch.where(keep.view(-1, *[1] * (x.dim() - 1)), raw, x))
-            queries.append(torch.full((len(x),), counter.calls, dtype=torch.int64, device=images.device))
+            if budget is not None:
+                keep &= perturbation_norms(x, raw)[norm] <= budget
+            advs.append(torch.where(keep.view(-1, *[1] * (x.dim() - 1)), clipped.detach(), x))
+            queries.append(torch.full((len(x),), passes, dtype=torch.int64, device=images.device))
     no_queries = torch.zeros(0, dtype=torch.int64, device=images.device)
     return AttackOutcome(adversarial=_cat(advs, images), queries=_cat(queries, no_queries))
 
@@ -345,7 +359,6 @@ def cw_attack(
     Foolbox reports none): at most binary_search_steps * steps, fewer with abort_early.
     CW draws no random numbers, so ``generator`` is unused; it is taken for the common signature.
     """
-    labels = labels.to(images.device)
     attack = foolbox.attacks.L2CarliniWagnerAttack(
         binary_search_steps=config.binary_search_steps,
         steps=config.steps,
@@ -354,23 +367,7 @@ def cw_attack(
         initial_const=config.initial_const,
         abort_early=config.abort_early,
     )
-    advs, queries = [], []
-    counter = _GradientCounter(model)
-    with _attack_mode(counter, images.device) as fmodel:
-        for start in range(0, len(images), config.max_batch):
-            x, y = images[start : start + config.max_batch], labels[start : start + config.max_batch]
-            counter.calls = 0
-            raw, clipped, _ = attack(fmodel, x, y, epsilons=config.l2_budget)
-            passes = counter.calls
-            with torch.no_grad():
-                fooled = model(raw).argmax(1) != y
-            within = (raw - x).flatten(1).norm(dim=1) <= config.l2_budget
-            keep = (fooled & within).view(-1, *[1] * (x.dim() - 1))
-            # Within budget, Foolbox's clip is the identity (factor min(1, eps/norm) = 1): clipped == raw.
-            advs.append(torch.where(keep, clipped.detach(), x))
-            queries.append(torch.full((len(x),), passes, dtype=torch.int64, device=images.device))
-    no_queries = torch.zeros(0, dtype=torch.int64, device=images.device)
-    return AttackOutcome(adversarial=_cat(advs, images), queries=_cat(queries, no_queries))
+    return _minimal_norm(model, images, labels, attack, config.l2_budget, "l2", config.l2_budget, config.max_batch)
 
 
 class _GradientCounter(nn.Module):
