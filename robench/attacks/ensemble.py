@@ -62,8 +62,9 @@ class EnsembleConfig:
             raise ValueError(f"epsilons must be one or more budgets > 0, got {list(self.epsilons)}")
         if "ensemble" in members:
             raise ValueError("an ensemble cannot contain an ensemble")
-        for name in members:  # unknown names and members that cannot serve this threat fail at load
-            self.member_config(name, self.budgets[0])
+        for name in members:  # unknown names, members that cannot serve this threat, bad budgets: all fail at load
+            for budget in self.budgets:
+                self.member_config(name, budget)
 
     @property
     def budgets(self) -> tuple[float, ...]:
