@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -42,6 +45,7 @@ class DatasetInfo:
     official_md5: dict[str, str]  # file (relative to folder) -> md5 of the official release
     download_host: str
     loader: Callable[[Path, bool, bool], tuple[Tensor, Tensor]]  # (root, train, download)
+    classes: Callable[[Path], list[str]]  # root -> class names, in label order
 
 
 @dataclass(frozen=True)
@@ -57,31 +61,98 @@ class Provenance:
     """Where the data came from; stored in every checkpoint and result."""
 
     dataset: str
-    root: str
     official: bool
     fingerprint: str  # sha256 over the dataset's files, in name order
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "root": self.root, "data_official": self.official, "data_sha256": self.fingerprint}
+        # No root: a stored file must not carry the path of the machine that made it.
+        return {"dataset": self.dataset, "data_official": self.official, "data_sha256": self.fingerprint}
 
 
-def _cifar_loader(cls: type) -> Callable[[Path, bool, bool], tuple[Tensor, Tensor]]:
-    class Local(cls):  # type: ignore[misc, valid-type]
-        # robench checks the md5s itself (data_official) and loads non-official copies anyway.
-        def _check_integrity(self) -> bool:
-            return True
+try:  # numpy >= 2
+    from numpy._core import multiarray as _np_multiarray, numeric as _np_numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _np_multiarray, numeric as _np_numeric  # type: ignore[no-redef]
 
-        def _load_meta(self) -> None:  # torchvision md5-checks the class names too; they are unused
-            self.classes = []
+# The only globals a CIFAR pickle may name: what numpy needs to rebuild an array. The official
+# files (Python 2, protocol 2) name _reconstruct, ndarray and dtype under numpy.core; a copy
+# re-pickled by numpy 2 names numpy._core, and one re-pickled with protocol 5 names _frombuffer.
+_CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    (module, "_reconstruct"): _np_multiarray._reconstruct for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+} | {
+    (module, "_frombuffer"): _np_numeric._frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")
+} | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Plain pickle calls any function a file names, so a crafted batch file would run code;
+    this one resolves only the numpy constructors in ``_CIFAR_GLOBALS`` and refuses the rest."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never needs") from None
+
+
+def _unpickle_cifar(path: Path) -> Any:
+    """The object in a CIFAR pickle, read safely; latin1 decodes the Python 2 strings as torchvision does."""
+    try:
+        with open(path, "rb") as f:
+            return _CifarUnpickler(f, encoding="latin1").load()
+    except Exception as err:  # noqa: BLE001 - unpickling arbitrary bytes raises anything
+        why = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DataNotFoundError(f"CIFAR file {path} is corrupt or unsafe, refused to load it: {why}") from None
+
+
+def _cifar_field(entry: Any, key: str, path: Path) -> Any:
+    """``entry[key]``, whether the file's keys decoded to str or stayed bytes."""
+    if isinstance(entry, dict):
+        for k in (key, key.encode("latin1")):
+            if k in entry:
+                return entry[k]
+    raise DataNotFoundError(f"CIFAR file {path} has no '{key}' entry; it is not a CIFAR batch")
+
+
+def _read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file: images (N, 3, 32, 32) uint8 and labels (N,) int64, checked for shape and range."""
+    entry = _unpickle_cifar(path)
+    data, labels = _cifar_field(entry, "data", path), _cifar_field(entry, label_key, path)
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32):
+        what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataNotFoundError(f"CIFAR file {path}: data is {what}, not uint8 (N, 3072)")
+    labels = np.asarray(labels) if isinstance(labels, list | np.ndarray) else np.empty(0, dtype=object)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(data):
+        raise DataNotFoundError(f"CIFAR file {path}: {label_key} is not {len(data)} integer labels, one per image")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataNotFoundError(f"CIFAR file {path}: labels outside 0..{num_classes - 1}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _cifar_loader(cls: type, label_key: str, num_classes: int) -> Callable[[Path, bool, bool], tuple[Tensor, Tensor]]:
+    """Reads torchvision's layout with robench's own safe reader, official md5s or not."""
 
     def load(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-        if download:
+        if download:  # torchvision md5-checks every file against the release before it unpickles one
             cls(str(root), train=train, download=True)
-        ds = Local(str(root), train=train, download=False)
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        return images, torch.as_tensor(ds.targets, dtype=torch.int64)
+        files = [root / cls.base_folder / fname for fname, _ in (cls.train_list if train else cls.test_list)]
+        parts = [_read_cifar_batch(path, label_key, num_classes) for path in files]
+        images = np.concatenate([x for x, _ in parts])
+        labels = np.concatenate([y for _, y in parts])
+        return torch.from_numpy(images), torch.from_numpy(labels)
 
     return load
+
+
+def _cifar_classes(cls: type, num_classes: int) -> Callable[[Path], list[str]]:
+    def classes(root: Path) -> list[str]:
+        path = root / cls.base_folder / cls.meta["filename"]
+        names = _cifar_field(_unpickle_cifar(path), cls.meta["key"], path)
+        if not (isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names)):
+            raise DataNotFoundError(f"CIFAR file {path}: {cls.meta['key']} is not {num_classes} class names")
+        return names
+
+    return classes
 
 
 def _mnist_load(root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
@@ -97,12 +168,12 @@ for _info in (
     DatasetInfo(
         "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), _CIFAR10.base_folder,
         {name: md5 for name, md5 in _CIFAR10.train_list + _CIFAR10.test_list} | {"batches.meta": _CIFAR10.meta["md5"]},
-        "www.cs.toronto.edu", _cifar_loader(_CIFAR10),
+        "www.cs.toronto.edu", _cifar_loader(_CIFAR10, "labels", 10), _cifar_classes(_CIFAR10, 10),
     ),
     DatasetInfo(
         "cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), _CIFAR100.base_folder,
         {name: md5 for name, md5 in _CIFAR100.train_list + _CIFAR100.test_list} | {"meta": _CIFAR100.meta["md5"]},
-        "www.cs.toronto.edu", _cifar_loader(_CIFAR100),
+        "www.cs.toronto.edu", _cifar_loader(_CIFAR100, "fine_labels", 100), _cifar_classes(_CIFAR100, 100),
     ),
     DatasetInfo(
         # md5s of the uncompressed idx files of the official release (torchvision lists the .gz ones)
@@ -113,7 +184,7 @@ for _info in (
             "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
             "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
         },
-        "ossci-datasets.s3.amazonaws.com", _mnist_load,
+        "ossci-datasets.s3.amazonaws.com", _mnist_load, lambda root: [str(d) for d in range(10)],
     ),
 ):
     DATASETS.add(_info.name, _info)
@@ -192,7 +263,7 @@ def provenance(name: str, root: Path) -> Provenance:
         for fname in sorted(info.official_md5):
             digest.update(f"{fname}:{file_sha256(folder / fname)}\n".encode())
         official = all(check_integrity(str(folder / f), md5) for f, md5 in info.official_md5.items())
-        _provenance_cache[key] = Provenance(name, str(root), official, digest.hexdigest())
+        _provenance_cache[key] = Provenance(name, official, digest.hexdigest())
     prov = _provenance_cache[key]
     if not prov.official and name not in _warned:
         _warned.add(name)
@@ -214,6 +285,12 @@ def load_split(name: str, train: bool, data_dir: str | os.PathLike | None = None
     except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
         raise DataNotFoundError(f"dataset {name} under {root} is unreadable: {err}") from None
     return Split(images, labels), prov
+
+
+def class_names(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> list[str]:
+    """The class names in label order, from the dataset's own meta file (read as safely as its
+    batches); MNIST's are its digits."""
+    return dataset_info(name).classes(resolve_root(name, data_dir, download))
 
 
 def augment(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
