@@ -3,11 +3,15 @@
 A checkpoint stores its format version, the model's build arguments and the state dict. Loading
 rebuilds the model from those arguments and loads the weights strictly, with
 ``torch.load(weights_only=True)`` so that a file can never run code; a file that is corrupt,
-foreign, or not the model that was asked for raises a CheckpointError that says which.
+foreign, not the model that was asked for, or holding NaN/inf weights raises a CheckpointError
+that says which. The sidecar records the .pt's sha256 (``pt_sha256``), so metadata that belongs
+to other weights (a crash between the two writes, a file copied over) is refused, never reported.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import pickle
 from dataclasses import dataclass
@@ -19,7 +23,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .models import ModelArgs, build_model_from_args
-from .storage import atomic_torch_save, atomic_write_json
+from .storage import atomic_write_bytes, atomic_write_json
 
 FORMAT = "robench-checkpoint"
 VERSION = 1
@@ -46,21 +50,40 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, args: ModelArgs, dataset: str, meta: dict[str, Any]) -> None:
-    """Write ``path`` (.pt) and its JSON sidecar, each atomically; weights go to the CPU first."""
+    """Write ``path`` (.pt) and its JSON sidecar bound to it by sha256; weights go to the CPU first.
+
+    Sidecar first, .pt last, each atomically: a crash between the two leaves the new sidecar
+    beside the old .pt, a pair that loading refuses by hash rather than one that loads with
+    metadata describing other weights."""
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "model_args": args.to_dict(), "dataset": dataset, "state_dict": state}
-    atomic_torch_save(path, payload)
-    sidecar = {"format": FORMAT + "-meta", "version": VERSION, "model_args": args.to_dict(), "dataset": dataset} | meta
-    atomic_write_json(sidecar_path(path), sidecar)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    head = {"format": FORMAT + "-meta", "version": VERSION, "model_args": args.to_dict(), "dataset": dataset,
+            "pt_sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_json(sidecar_path(path), head | meta | head)  # head's keys first, and ``meta`` cannot override them
+    atomic_write_bytes(path, data)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file") from None
 
 
 def read_payload(path: str | Path) -> dict[str, Any]:
     """The raw payload, checked for format; never runs code from the file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
+    return _parse_payload(path, _read_bytes(path))
+
+
+def _parse_payload(path: Path, data: bytes) -> dict[str, Any]:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
         raise CheckpointError(f"{path} is not a robench checkpoint (refused to load it: {first[:160]})") from None
@@ -82,13 +105,21 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Rebuild and load the model in ``path``; ``model``/``act``/``dataset`` given are checked."""
     path = Path(path)
-    payload = read_payload(path)
+    data = _read_bytes(path)  # hashed and parsed from the same bytes: no swap in between
+    payload = _parse_payload(path, data)
     try:
         args = ModelArgs.from_dict(payload["model_args"])
         stored_dataset = str(payload["dataset"])
         state = payload["state_dict"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is missing checkpoint field {err}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint (its state_dict is not a dict)")
+    meta: dict[str, Any] = {}  # no sidecar: a bare .pt still loads, with no metadata
+    if sidecar_path(path).is_file():
+        meta = _read_sidecar(sidecar_path(path))
+        _check_binding(meta, path, hashlib.sha256(data).hexdigest())
+        _check_identity(meta, path, payload)
     for what, wanted, stored in (("model", model, args.name), ("act", act, args.act), ("dataset", dataset, stored_dataset)):
         if wanted is not None and wanted != stored:
             raise CheckpointError(f"checkpoint {path.name} was trained with {what}={stored}, not {wanted}")
@@ -101,15 +132,53 @@ def load_checkpoint(
     except RuntimeError as err:
         detail = str(err).splitlines()[0]
         raise CheckpointError(f"{path.name}: weights do not fit {args.name}/{args.act}: {detail}") from None
+    bad = _first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} has non-finite weights (first: {bad})")
     net.eval().to(device)
-    meta: dict[str, Any] = {}
-    side = sidecar_path(path)
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text())
-        except json.JSONDecodeError:
-            raise CheckpointError(f"sidecar {side} is corrupt JSON") from None
     return Checkpoint(net, args, stored_dataset, path, meta)
+
+
+def _first_non_finite(state: dict[str, Any]) -> str | None:
+    """The first parameter or buffer holding a NaN or inf: such a model predicts garbage (or one
+    class) and would be reported as robust, so it is refused rather than attacked."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def _read_sidecar(side: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"sidecar {side} is corrupt JSON") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"sidecar {side} is not a checkpoint sidecar (not a JSON object)")
+    return meta
+
+
+def _mismatch(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"sidecar {sidecar_path(path).name} does not match its checkpoint {path.name} ({why}); "
+        "retrain with --force or restore the pair"
+    )
+
+
+def _check_binding(meta: dict[str, Any], path: Path, pt_sha256: str) -> None:
+    """The sidecar must name the .pt's sha256. A sidecar written before pt_sha256 existed has
+    none and is not checked here (``_check_identity`` still compares the model it names)."""
+    if "pt_sha256" in meta and meta["pt_sha256"] != pt_sha256:
+        raise _mismatch(path, "sha256")
+
+
+def _check_identity(meta: dict[str, Any], path: Path, payload: dict[str, Any]) -> None:
+    """The sidecar's model and dataset must be the payload's (a relu .pt beside a sapl sidecar)."""
+    as_json = json.loads(json.dumps(payload["model_args"], default=repr))  # tuples become lists, as in the sidecar
+    if meta.get("model_args") != as_json:
+        raise _mismatch(path, "model_args")
+    if meta.get("dataset") != payload["dataset"]:
+        raise _mismatch(path, "dataset")
 
 
 def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False, seed: int = 0, directory: Path = DEFAULT_DIR) -> Path:
@@ -118,9 +187,16 @@ def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's metadata: its JSON sidecar, else the payload (the sidecar is cheaper to read)."""
+    """A checkpoint's metadata: its JSON sidecar, checked against the .pt's sha256 so that stats
+    and listings never count metadata of other weights; else the payload."""
+    path = Path(path)
     side = sidecar_path(path)
-    return json.loads(side.read_text()) if side.is_file() else read_payload(path)
+    if not side.is_file():
+        return read_payload(path)
+    meta = _read_sidecar(side)
+    if "pt_sha256" in meta:  # hashing a checkpoint of a few hundred KiB is cheap
+        _check_binding(meta, path, hashlib.sha256(_read_bytes(path)).hexdigest())
+    return meta
 
 
 def checkpoint_files(directory: str | Path = DEFAULT_DIR) -> list[Path]:

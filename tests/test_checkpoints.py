@@ -1,9 +1,12 @@
+import hashlib
+import json
 import pickle
+import shutil
 
 import pytest
 import torch
 
-from robench.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from robench.checkpoints import list_checkpoints, load_checkpoint, read_meta, save_checkpoint, sidecar_path
 from robench.errors import CheckpointError
 from robench.models import ModelArgs, build_model_from_args
 
@@ -23,6 +26,7 @@ def test_round_trip(ckpt):
     path, model = ckpt
     loaded = load_checkpoint(path, model="lenet5", act="sapl", dataset="cifar10")
     assert loaded.args == ARGS and loaded.meta["clean_test_accuracy"] == 0.5
+    assert loaded.meta["pt_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     x = torch.rand(4, 3, 32, 32)
     torch.testing.assert_close(loaded.model(x), model.eval()(x))
 
@@ -101,3 +105,69 @@ def test_shipped_checkpoints_load():
         ck = load_checkpoint(path)
         assert ck.meta["clean_test_accuracy"] > 0.6, path
         assert path.stat().st_size < 2 * 1024 * 1024
+
+
+def _relu_beside_sapl(ckpt, tmp_path):
+    """The sapl checkpoint's .pt replaced by a relu model's: its sidecar now describes other weights."""
+    path, _ = ckpt
+    relu_args = ModelArgs(**{**ARGS.__dict__, "act": "relu", "act_options": {}})
+    other = tmp_path / "relu" / "lenet5-relu-cifar10-s0.pt"
+    save_checkpoint(other, build_model_from_args(relu_args), relu_args, "cifar10", {"clean_test_accuracy": 0.9})
+    shutil.copyfile(other, path)
+    return path
+
+
+def test_relu_weights_beside_a_sapl_sidecar_are_refused(ckpt, tmp_path):
+    path = _relu_beside_sapl(ckpt, tmp_path)
+    with pytest.raises(CheckpointError, match=r"sidecar lenet5-sapl-cifar10-s0.json does not match its checkpoint .*sha256.*--force"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not match"):
+        read_meta(path)
+    row = {r["file"]: r for r in list_checkpoints(path.parent)}[path.name]
+    assert "does not match" in row["error"] and "act" not in row
+
+
+def test_sidecar_without_pt_sha256_is_still_checked_against_the_payload(ckpt, tmp_path):
+    """A sidecar from before pt_sha256 is read, but its model must still be the payload's."""
+    path, _ = ckpt
+    side = sidecar_path(path)
+    legacy = json.loads(side.read_text())
+    del legacy["pt_sha256"]
+    side.write_text(json.dumps(legacy))
+    assert load_checkpoint(path).meta["clean_test_accuracy"] == 0.5
+    _relu_beside_sapl(ckpt, tmp_path)
+    side.write_text(json.dumps(legacy))
+    with pytest.raises(CheckpointError, match=r"does not match .*\(model_args\)"):
+        load_checkpoint(path)
+
+
+def test_meta_cannot_override_the_binding(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model_from_args(ARGS), ARGS, "cifar10", {"pt_sha256": "0" * 64, "dataset": "mnist"})
+    meta = load_checkpoint(path).meta
+    assert meta["dataset"] == "cifar10" and meta["pt_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_mismatched_pair_is_an_error_row_in_models_and_left_out_of_stats(ckpt, tmp_path):
+    from typer.testing import CliRunner
+
+    from robench.cli import app
+    from robench.stats import checkpoint_groups
+
+    path = _relu_beside_sapl(ckpt, tmp_path)
+    r = CliRunner().invoke(app, ["models", "--dir", str(path.parent)])
+    assert r.exit_code == 0 and "does not match" in " ".join(r.output.split()), r.output
+    groups, notes = checkpoint_groups(path.parent)
+    assert groups == [] and any(path.name in n and "does not match" in n for n in notes)
+
+
+@pytest.mark.parametrize("key,value", [("body.0.0.weight", float("nan")), ("body.0.1.running_var", float("inf"))])
+def test_non_finite_weights_are_refused(tmp_path, key, value):
+    """A conv weight (a parameter) or a BatchNorm running stat (a buffer), one value each."""
+    model = build_model_from_args(ARGS)
+    with torch.no_grad():
+        model.state_dict()[key].view(-1)[0] = value  # state_dict tensors share the model's storage
+    path = tmp_path / "nan.pt"
+    save_checkpoint(path, model, ARGS, "cifar10", {})
+    with pytest.raises(CheckpointError, match=rf"nan.pt has non-finite weights \(first: {key}\)"):
+        load_checkpoint(path)

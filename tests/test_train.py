@@ -1,10 +1,12 @@
+import hashlib
 import json
 
 import pytest
 import torch
 
-from robench.checkpoints import load_checkpoint
+from robench.checkpoints import list_checkpoints, load_checkpoint
 from robench.config import TrainConfig
+from robench.errors import CheckpointError
 from robench.train import resume_path, train
 
 
@@ -22,6 +24,8 @@ def test_short_training_lowers_the_loss_and_writes_checkpoint(fake_data, tmp_pat
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["clean_test_accuracy"] == result.test_accuracy
     assert meta["provenance"]["data_official"] is False and len(meta["provenance"]["data_sha256"]) == 64
+    assert "root" not in meta["provenance"] and str(fake_data) not in out.with_suffix(".json").read_text()
+    assert meta["pt_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert len(meta["history"]) == 4
     # the S-APL state is recorded per epoch and starts at ReLU
     first_layer = next(iter(meta["activations_init"]))
@@ -34,8 +38,6 @@ def test_short_training_lowers_the_loss_and_writes_checkpoint(fake_data, tmp_pat
 
 
 def test_finished_checkpoint_is_not_overwritten_without_force(fake_data, tmp_path):
-    from robench.errors import CheckpointError
-
     out = tmp_path / "m.pt"
     train(_cfg(epochs=1), out=out, data_dir=fake_data, device="cpu")
     before = out.read_bytes()
@@ -44,6 +46,35 @@ def test_finished_checkpoint_is_not_overwritten_without_force(fake_data, tmp_pat
     assert out.read_bytes() == before
     train(_cfg(epochs=1, seed=5), out=out, data_dir=fake_data, device="cpu", force=True)
     assert out.read_bytes() != before
+
+
+def test_crash_between_sidecar_and_weights_leaves_a_pair_that_is_refused(fake_data, tmp_path, monkeypatch):
+    """A retrain over a finished checkpoint dies after the new sidecar is written but before the
+    new .pt: the old weights must not load under the new run's metadata."""
+    import robench.checkpoints as ck
+
+    out = tmp_path / "m.pt"
+    train(_cfg(epochs=1), out=out, data_dir=fake_data, device="cpu")
+    old_pt, old_side = out.read_bytes(), out.with_suffix(".json").read_text()
+    real_write = ck.atomic_write_bytes
+
+    def die_on_weights(path, data):
+        if str(path).endswith(".pt"):
+            raise KeyboardInterrupt  # the process is killed between the two writes
+        real_write(path, data)
+
+    monkeypatch.setattr(ck, "atomic_write_bytes", die_on_weights)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(epochs=1, seed=5), out=out, data_dir=fake_data, device="cpu", force=True)
+    assert out.read_bytes() == old_pt and out.with_suffix(".json").read_text() != old_side
+    with pytest.raises(CheckpointError, match="does not match its checkpoint m.pt .sha256."):
+        load_checkpoint(out)
+    assert "does not match" in list_checkpoints(tmp_path)[0]["error"]
+    monkeypatch.setattr(ck, "atomic_write_bytes", real_write)
+    # the run's resume file survived the crash: the same command finishes the pair without retraining
+    again = train(_cfg(epochs=1, seed=5), out=out, data_dir=fake_data, device="cpu")
+    assert again.resumed_from_epoch == 1
+    assert load_checkpoint(out).meta["train_config"]["seed"] == 5
 
 
 def test_same_seed_same_weights(fake_data, tmp_path):
