@@ -39,6 +39,7 @@ class Checkpoint:
     dataset: str
     path: Path
     meta: dict[str, Any]  # the sidecar, or {} when there is none
+    sha256: str = ""  # of the very bytes loaded: a result can cite it without reading the file again
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -106,6 +107,7 @@ def load_checkpoint(
     """Rebuild and load the model in ``path``; ``model``/``act``/``dataset`` given are checked."""
     path = Path(path)
     data = _read_bytes(path)  # hashed and parsed from the same bytes: no swap in between
+    sha256 = hashlib.sha256(data).hexdigest()
     payload = _parse_payload(path, data)
     try:
         args = ModelArgs.from_dict(payload["model_args"])
@@ -118,7 +120,7 @@ def load_checkpoint(
     meta: dict[str, Any] = {}  # no sidecar: a bare .pt still loads, with no metadata
     if sidecar_path(path).is_file():
         meta = _read_sidecar(sidecar_path(path))
-        _check_binding(meta, path, hashlib.sha256(data).hexdigest())
+        _check_binding(meta, path, sha256)
         _check_identity(meta, path, payload)
     for what, wanted, stored in (("model", model, args.name), ("act", act, args.act), ("dataset", dataset, stored_dataset)):
         if wanted is not None and wanted != stored:
@@ -136,7 +138,7 @@ def load_checkpoint(
     if bad is not None:
         raise CheckpointError(f"checkpoint {path} has non-finite weights (first: {bad})")
     net.eval().to(device)
-    return Checkpoint(net, args, stored_dataset, path, meta)
+    return Checkpoint(net, args, stored_dataset, path, meta, sha256)
 
 
 def _first_non_finite(state: dict[str, Any]) -> str | None:

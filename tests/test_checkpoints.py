@@ -26,7 +26,7 @@ def test_round_trip(ckpt):
     path, model = ckpt
     loaded = load_checkpoint(path, model="lenet5", act="sapl", dataset="cifar10")
     assert loaded.args == ARGS and loaded.meta["clean_test_accuracy"] == 0.5
-    assert loaded.meta["pt_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.meta["pt_sha256"] == loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     x = torch.rand(4, 3, 32, 32)
     torch.testing.assert_close(loaded.model(x), model.eval()(x))
 
