@@ -49,6 +49,9 @@ def run_guarded(fn: Callable[[], T], error_code: int = 1) -> T:
         return fn()
     except (RobenchError, ValueError, FloatingPointError) as err:
         _fail(str(err), error_code)
+    except OSError as err:  # a file robench reads or writes that the system refuses: not a bug in robench
+        where = f" {err.filename}" if err.filename else ""
+        _fail(f"cannot access{where}: {err.strerror or err}", error_code)
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume where it stopped", 130)
     raise AssertionError("unreachable")
@@ -332,6 +335,51 @@ def check(
         print(f"robench: {failed} of {len(verdicts)} cells regressed or are missing", file=sys.stderr)
         raise typer.Exit(1)
     _console().print(f"all {len(verdicts)} cells pass")
+
+
+@app.command()
+def verify(
+    results: list[Path] = typer.Argument(None, help="result files or folders (default: the --results folder)"),
+    results_dir: Path = typer.Option(None, "--results", help="verify every result in this folder"),
+    replay: bool = typer.Option(False, help="re-run, from their recorded seeds, repeats that stored no adversarials"),
+    strict: bool = typer.Option(False, help="fail (exit 1) on results that stored no adversarials, unless replayed"),
+    device: str = typer.Option("auto"),
+    data_dir: Path = typer.Option(None),
+) -> None:
+    """Rebuild every stored adversarial, rerun the model and check every recorded number.
+
+    Exit 0 when everything agrees, 1 on any mismatch (named), 2 on bad input."""
+    from .verify import verify_results
+
+    paths = list(results or []) + ([results_dir] if results_dir else [])
+    if not paths:
+        _fail("name result files or folders, or pass --results DIR", 2)
+
+    def say(v: Any) -> None:
+        if v.mismatches:
+            text = f"[red]MISMATCH[/red] {len(v.mismatches)}"
+        elif v.legacy:
+            text = f"[yellow]clean side only[/yellow]: {v.legacy} repeats stored no adversarials (--replay re-runs them)"
+        else:
+            text = "[green]ok[/green]" + (f" ({v.replayed} repeats replayed)" if v.replayed else "")
+        _console().print(f"{v.path}: {v.images} images, {v.repeats} repeats: {text}")
+        for m in v.mismatches[:20]:
+            print(f"robench: mismatch: {v.path}: {m}", file=sys.stderr)
+        if len(v.mismatches) > 20:
+            print(f"robench: mismatch: {v.path}: ... {len(v.mismatches) - 20} more", file=sys.stderr)
+
+    done = run_guarded(lambda: verify_results(paths, data_dir=data_dir, device=device, replay=replay, on_result=say),
+                       error_code=2)
+    bad = [v for v in done if v.mismatches]
+    legacy = [v for v in done if v.legacy and not v.mismatches]
+    if bad:
+        print(f"robench: {len(bad)} of {len(done)} results do not verify", file=sys.stderr)
+        raise typer.Exit(1)
+    if legacy and strict:
+        print(f"robench: {len(legacy)} of {len(done)} results store no adversarials (--strict)", file=sys.stderr)
+        raise typer.Exit(1)
+    note = f"; {len(legacy)} checked on their clean side only" if legacy else ""
+    _console().print(f"all {len(done)} results verify{note}")
 
 
 plot_app = typer.Typer(no_args_is_help=True, help="PNG figures from checkpoints' sidecars and results (needs robench[plot]).")

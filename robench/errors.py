@@ -19,3 +19,7 @@ class ResultError(RobenchError):
 
 class ConfigError(RobenchError):
     """A configuration file or option is malformed."""
+
+
+class WriteError(RobenchError):
+    """An output cannot be written: a read-only or full disk, or a folder where a file should go."""

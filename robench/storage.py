@@ -12,13 +12,18 @@ from typing import Any
 
 import torch
 
+from .errors import WriteError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename over ``path``: readers see the old
     file or the new one, never half of one, even if the process dies mid-write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -26,9 +31,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a folder in the way: one line, and the old file stays
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail before any compute when ``path`` cannot be written: a folder in its place, a file in
+    its folder's place, or a folder that refuses a new file (read-only, full, not ours). Creates
+    the missing folders, as the write itself would; a WriteError says which, in one line."""
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f"cannot write {what} {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise WriteError(f"cannot write {what} {path}: {err.strerror or err}") from None
+    return path
 
 
 def _umask() -> int:
@@ -38,7 +63,9 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    """JSON as the standard has it: a NaN or infinity is a bug to surface, not a bare literal that
+    strict parsers reject (allow_nan=False raises ValueError)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n").encode())
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:

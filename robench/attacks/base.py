@@ -89,6 +89,9 @@ def judge(
 
     p_clean = _probs(model, images, batch_size)
     p_adv = _probs(model, adv, batch_size)
+    for what, p in (("clean", p_clean), ("adversarial", p_adv)):
+        if not torch.isfinite(p).all():  # NaN's argmax is class 0: it would count as a verdict
+            raise FloatingPointError(f"the model's outputs are NaN or infinite on {what} images: a broken model")
     if (p_clean.argmax(1) != labels).any():
         raise ValueError("judge() takes only images the model classifies correctly")
     rows = torch.arange(len(labels), device=labels.device)

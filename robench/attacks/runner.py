@@ -17,16 +17,18 @@ from typing import Any
 
 import torch
 
+from ..adversarials import FORMAT as ADV_FORMAT
+from ..adversarials import VERSION as ADV_VERSION
+from ..adversarials import Store, encode, images_sha256, npz_path, rebuild, repeat_key
 from ..checkpoints import default_checkpoint, load_checkpoint
 from ..config import config_from_dict, config_to_dict
 from ..data import load_split, to_float
-from ..errors import ResultError
+from ..errors import ResultError, RobenchError
 from ..progress import progress_bar
 from ..results import DEFAULT_DIR, read_result, write_result
-from ..storage import file_sha256, library_versions, resolve_device
-from ..train import predict
+from ..storage import check_writable, library_versions, resolve_device
 from . import get_attack
-from .base import judge
+from .base import AttackOutcome, EvalMode, judge
 from .metrics import aggregate, image_records, repeat_summary
 
 
@@ -68,17 +70,46 @@ class ResultExistsError(ResultError):
     """A finished result is already there; pass force to overwrite it."""
 
 
+class DegenerateModelError(RobenchError):
+    """The model's outputs are non-finite or ignore the input: attacking it would count nothing."""
+
+
+# A model that gives one class to this share of the test set is degenerate, not robust: its
+# "correct" images are those of one class, and no attack can move an output that ignores its input.
+DEGENERATE_SHARE = 0.9
+
+
 def select_images(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, n: int, seed: int,
                   device: torch.device) -> tuple[list[int], int]:
     """Indices of the first ``n`` correctly classified images in a seeded permutation, and how
-    many of the permutation were drawn to find them."""
+    many of the permutation were drawn to find them; a degenerate model is refused first."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    preds = predict(model, images[order].to(device)).cpu()
+    preds = checked_predictions(model, images[order], device).cpu()
     correct = (preds == labels[order]).nonzero().flatten()
     if len(correct) < n:
         raise ValueError(f"the model classifies only {len(correct)} test images right, fewer than --images {n}")
     chosen = correct[:n]
     return order[chosen].tolist(), int(chosen[-1]) + 1
+
+
+@torch.no_grad()
+def checked_predictions(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
+                        batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels of ``images`` (N, C, H, W) uint8; a DegenerateModelError when any output is
+    NaN or infinite, or one class takes DEGENERATE_SHARE of the images (constant outputs do)."""
+    with EvalMode(model):
+        logits = [model(to_float(images[i : i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
+    out = torch.cat(logits)
+    bad = (~torch.isfinite(out)).any(1)
+    if bad.any():
+        raise DegenerateModelError(f"the model's outputs are NaN or infinite on {int(bad.sum())} of {len(out)} test "
+                                   "images: a broken model, not a robust one")
+    preds = out.argmax(1)
+    top = torch.bincount(preds, minlength=out.shape[1])
+    if len(out) >= 20 and int(top.max()) >= DEGENERATE_SHARE * len(out):
+        raise DegenerateModelError(f"the model predicts class {int(top.argmax())} for {int(top.max())} of {len(out)} "
+                                   "test images: a degenerate model, not a robust one")
+    return preds
 
 
 def run_attack(
@@ -97,11 +128,13 @@ def run_attack(
     # describe the same run (and can resume each other's partial results).
     run = dataclasses.replace(run, checkpoint=str(run.checkpoint_path()))
     out = Path(out) if out else DEFAULT_DIR / run.result_name()
+    check_writable(out, "result")
+    check_writable(npz_path(out), "adversarials file")
     dev = resolve_device(device)
     ckpt_path = run.checkpoint_path()
     ckpt = load_checkpoint(ckpt_path, model=run.model, act=run.act, dataset=run.dataset, device=dev)
     model = ckpt.model
-    ckpt_sha = file_sha256(ckpt_path)
+    ckpt_sha = ckpt.sha256  # the very bytes loaded
     test, prov = load_split(run.dataset, train=False, data_dir=data_dir)
 
     header = {
@@ -118,6 +151,7 @@ def run_attack(
         indices, drawn = select_images(model, test.images, test.labels, run.images, run.seed, dev)
     images = to_float(test.images[indices]).to(dev)
     labels = test.labels[indices].to(dev)
+    store = _adversarial_store(out, previous)
 
     settings = spec.settings(config)
     repeats = 1 if spec.deterministic else run.repeats
@@ -145,12 +179,17 @@ def run_attack(
                 outcome = spec.fn(model, images, labels, setting, torch.Generator().manual_seed(seed))
                 verdict = judge(model, images, labels, outcome, **spec.budget(setting))
                 elapsed = time.perf_counter() - start
+                kept = _keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting))
                 entry["repeats"].append(repeat_summary(verdict) | {
                     "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
-                    "queries_total": int(outcome.queries.sum()),
+                    "queries_total": int(outcome.queries.sum()), **kept,
                     "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu(), outcome.details),
                 })
                 result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)
+                sha = store.write()  # before the JSON that names it: see Store
+                if sha is not None:
+                    result["adversarials"] = {"format": ADV_FORMAT, "version": ADV_VERSION, "file": store.path.name,
+                                              "sha256": sha}
                 write_result(out, result)
                 bar.update(task, advance=1)
                 if on_repeat is not None:
@@ -158,6 +197,35 @@ def run_attack(
             entry["aggregate"] = aggregate(entry["repeats"])
     result["status"] = "complete"
     return out, write_result(out, result)
+
+
+def _adversarial_store(out: Path, previous: dict[str, Any] | None) -> Store:
+    """The result's ``.npz`` store: the stored one when resuming (every repeat it names must be in
+    it), else a fresh one, so a stale file from an earlier run is never carried over."""
+    path = npz_path(out)
+    if previous is None:
+        path.unlink(missing_ok=True)
+        return Store(path)
+    store = Store.load(path)
+    for s_idx, entry in enumerate(previous["settings"]):
+        for rep in entry["repeats"]:
+            if rep.get("stored") == "npz" and store.get(repeat_key(s_idx, rep["repeat"])) is None:
+                raise ResultError(f"{out} is an unfinished run whose adversarials file {path.name} lacks "
+                                  f"repeat {rep['repeat']} of {entry['label']}; pass --force to start over")
+    return store
+
+
+def _keep(store: Store, key: str, images: torch.Tensor, outcome: AttackOutcome,
+          threat: tuple[str, float | None]) -> dict[str, Any]:
+    """Store what rebuilds this repeat's adversarials exactly; returns the fields the repeat records."""
+    norm, budget = threat
+    arrays = encode(images, outcome.adversarial, outcome.details.get("pixels"), budget if norm == "linf" else None)
+    records = [{"pixels": p} for p in outcome.details.get("pixels", [])]
+    if not torch.equal(rebuild(images, records, arrays), outcome.adversarial):
+        raise RuntimeError("stored adversarials do not rebuild the attack's images exactly (a robench bug)")
+    if arrays:
+        store.put(key, arrays)
+    return {"stored": "npz" if arrays else "pixels", "adversarial_sha256": images_sha256(outcome.adversarial)}
 
 
 def _resumable(out: Path, header: dict[str, Any], force: bool) -> dict[str, Any] | None:

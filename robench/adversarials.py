@@ -1,0 +1,191 @@
+"""Every adversarial image a result judged, kept so that anyone can rebuild it bit for bit.
+
+A pixel attack's proposal is its clean image with the painted pixels the result file already
+holds per image (``pixels``: ``[row, col, c_1..c_C]`` each), so it needs nothing more. Any other
+proposal (FGSM, PGD, CW, FMN, an ensemble with dense members) goes to a compressed ``.npz`` beside
+the result, one entry per repeat: the float32 ``delta = adv - clean``, plus the rare values for
+which ``clean + delta`` rounds away from ``adv`` (``fix_index``/``fix_value``), so that the
+rebuild is exact, not within an ulp. FGSM's deltas are ±eps up to clipping, which float32 noise
+hides from zlib; they are stored as int8 signs when ``clip(clean + eps * sign)`` rebuilds them.
+
+Each repeat in the result records ``adversarial_sha256``, the hash of the rebuilt float32
+images, so a changed pixel in the JSON or a swapped ``.npz`` is caught before the model runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .attacks.candidates import paint
+from .errors import ResultError
+from .storage import atomic_write_bytes
+
+FORMAT = "robench-adversarials"
+VERSION = 1
+
+
+def npz_path(result: str | Path) -> Path:
+    """``attacks/x.json`` -> ``attacks/x.adv.npz``."""
+    result = Path(result)
+    return result.with_name(result.stem + ".adv.npz")
+
+
+def repeat_key(setting: int, repeat: int) -> str:
+    return f"s{setting}r{repeat}"
+
+
+def images_sha256(adv: Tensor) -> str:
+    """sha256 of ``adv`` (N, C, H, W) as contiguous float32 bytes: what a rebuild must reproduce."""
+    return hashlib.sha256(adv.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def from_pixels(images: Tensor, pixels: list[Any]) -> Tensor:
+    """The clean ``images`` (N, C, H, W) with each image's recorded pixels painted in; an image
+    whose record is None (an ensemble image no pixel member broke) stays clean."""
+    adv = images.clone()
+    hit = [i for i, p in enumerate(pixels) if p is not None]
+    if not hit:
+        return adv
+    sizes = {len(pixels[i]) for i in hit}
+    if len(sizes) != 1:  # one attack paints the same k on every image; mixed k only in hand-made files
+        for i in hit:
+            adv[i : i + 1] = paint(images[i : i + 1], torch.tensor([pixels[i]], dtype=torch.float32, device=images.device))
+        return adv
+    cands = torch.tensor([pixels[i] for i in hit], dtype=torch.float32, device=images.device)
+    idx = torch.tensor(hit, device=images.device)
+    adv[idx] = paint(images[idx], cands)
+    return adv
+
+
+def encode_dense(images: Tensor, adv: Tensor, eps: float | None = None) -> dict[str, np.ndarray]:
+    """Arrays that rebuild ``adv`` exactly from ``images`` (both (N, C, H, W) float32).
+
+    With ``eps`` (FGSM), int8 signs when ``clip(images + eps * sign, 0, 1)`` gives ``adv`` back bit
+    for bit; otherwise float32 deltas with the values they miss."""
+    images, adv = images.detach().float().cpu(), adv.detach().float().cpu()
+    if eps is not None:
+        sign = torch.sign(adv - images).to(torch.int8)
+        if torch.equal(_from_sign(images, sign, eps), adv):
+            return {"sign": sign.numpy(), "eps": np.float32(eps)}
+    delta = adv - images
+    wrong = (images + delta != adv).flatten().nonzero().flatten()
+    return {"delta": delta.numpy(), "fix_index": wrong.numpy().astype(np.int64), "fix_value": adv.flatten()[wrong].numpy()}
+
+
+def _from_sign(images: Tensor, sign: Tensor, eps: float) -> Tensor:
+    return (images + torch.tensor(eps, dtype=torch.float32) * sign.float()).clamp(0, 1)
+
+
+def decode_dense(images: Tensor, arrays: dict[str, np.ndarray]) -> Tensor:
+    """The adversarial images (N, C, H, W) float32 on ``images``' device from encode_dense's arrays."""
+    clean = images.detach().float().cpu()
+    if "sign" in arrays:
+        sign = torch.from_numpy(np.asarray(arrays["sign"]))
+        _check_shape(sign, clean)
+        return _from_sign(clean, sign, float(arrays["eps"])).to(images.device)
+    delta = torch.from_numpy(np.asarray(arrays["delta"], dtype=np.float32))
+    _check_shape(delta, clean)
+    adv = (clean + delta).flatten()
+    adv[torch.from_numpy(np.asarray(arrays["fix_index"], dtype=np.int64))] = torch.from_numpy(
+        np.asarray(arrays["fix_value"], dtype=np.float32))
+    return adv.view_as(clean).to(images.device)
+
+
+def _check_shape(stored: Tensor, clean: Tensor) -> None:
+    if stored.shape != clean.shape:
+        raise ResultError(f"stored adversarials have shape {tuple(stored.shape)}, the image set {tuple(clean.shape)}")
+
+
+def encode(images: Tensor, adv: Tensor, pixels: list[Any] | None, eps: float | None = None) -> dict[str, np.ndarray]:
+    """What the ``.npz`` needs for one repeat: nothing when the recorded ``pixels`` rebuild ``adv``."""
+    if pixels is not None and torch.equal(from_pixels(images, pixels), adv):
+        return {}
+    return encode_dense(images, adv, eps)
+
+
+def rebuild(images: Tensor, records: list[dict[str, Any]], arrays: dict[str, np.ndarray] | None) -> Tensor:
+    """One repeat's adversarials from its per-image ``records`` and its ``.npz`` arrays (None: the
+    repeat stored none, so its records must hold ``pixels``)."""
+    if arrays:
+        return decode_dense(images, arrays)
+    if records and all("pixels" in r for r in records):
+        return from_pixels(images, [r["pixels"] for r in records])
+    raise ResultError("the result stores neither painted pixels nor dense adversarials for this repeat")
+
+
+class Store:
+    """The ``.npz`` of one result: arrays per repeat, rewritten whole and atomically after each one.
+
+    The result JSON is written after the ``.npz``; a crash between the two leaves an ``.npz`` with
+    one repeat more than the JSON lists, which a resumed run overwrites."""
+
+    def __init__(self, path: Path, arrays: dict[str, np.ndarray] | None = None) -> None:
+        self.path = path
+        self.arrays = dict(arrays or {})
+
+    @classmethod
+    def load(cls, path: Path) -> Store:
+        return cls(path, read_npz(path) if path.is_file() else {})
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        """Keep ``arrays`` under ``key``; a repeat identical to a stored one (FGSM without a random
+        start repeats itself) is kept as a reference to it."""
+        for name in [k for k in self.arrays if k.startswith(key + "/")]:
+            del self.arrays[name]
+        for other in self.keys():
+            if other != key and _same(self._own(other), arrays):
+                self.arrays[f"{key}/same_as"] = np.array(other)
+                return
+        self.arrays |= {f"{key}/{name}": value for name, value in arrays.items()}
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        found = self._own(key)
+        if "same_as" in found:
+            found = self._own(str(found["same_as"]))
+            if not found or "same_as" in found:
+                raise ResultError(f"adversarials file {self.path}: {key} refers to a missing entry")
+        return found or None
+
+    def keys(self) -> list[str]:
+        return sorted({k.split("/", 1)[0] for k in self.arrays})
+
+    def _own(self, key: str) -> dict[str, np.ndarray]:
+        return {k.split("/", 1)[1]: v for k, v in self.arrays.items() if k.startswith(key + "/")}
+
+    def write(self) -> str | None:
+        """Write the file when it holds anything; returns its sha256 (None: nothing to store)."""
+        if not self.arrays:
+            return None
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **self.arrays)
+        data = buf.getvalue()
+        atomic_write_bytes(self.path, data)
+        return hashlib.sha256(data).hexdigest()
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return "same_as" not in a and a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a stored ``.npz``; object arrays are refused, so loading never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise ResultError(f"adversarials file {path} not found") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ResultError(f"adversarials file {path} is corrupt or not an .npz ({err})") from None
+
+
+__all__ = ["FORMAT", "VERSION", "Store", "decode_dense", "encode", "encode_dense", "from_pixels", "images_sha256",
+           "npz_path", "read_npz", "rebuild", "repeat_key"]

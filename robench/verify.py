@@ -1,0 +1,260 @@
+"""Re-check a stored result from what it stores: the checkpoint, the image set, every adversarial.
+
+For each result: the checkpoint must hash to the recorded sha256 and the test data to the recorded
+fingerprint; the seeded image selection must give the same indices; every repeat's adversarials
+are rebuilt (painted pixels, or the ``.npz``), hashed, checked against their budget by ``judge``
+and run through the model again, and every recorded label, verdict, probability and norm must
+agree (to ``TOLERANCE``), as must the repeat and setting summaries. A result made before robench
+stored adversarials is checked on its clean side, and with ``replay`` its repeats are re-run from
+their recorded seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adversarials import Store, images_sha256, npz_path, rebuild, repeat_key
+from .attacks import get_attack
+from .attacks.base import AttackBudgetError, AttackOutcome, Judgement, judge
+from .attacks.metrics import aggregate, repeat_summary
+from .attacks.runner import select_images
+from .checkpoints import load_checkpoint
+from .config import config_from_dict, config_to_dict
+from .data import Split, load_split, to_float
+from .errors import ResultError
+from .results import read_result
+from .storage import file_sha256, resolve_device
+
+TOLERANCE = 1e-4  # probabilities and norms are stored rounded to 1e-6; kernels may differ below this
+FLOAT_FIELDS = ("p_true_clean", "p_true_adv", "abs_z", "linf", "l2", "l1")
+SHOWN = 5  # mismatches listed per field and repeat; the count covers them all
+
+
+@dataclass
+class Mismatch:
+    where: str  # "1px repeat 2, image 1234" or "checkpoint"
+    field: str
+    stored: Any
+    found: Any
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.field} stored {self.stored!r}, found {self.found!r}"
+
+
+@dataclass
+class Verification:
+    """What verifying one result found. ``legacy``: repeats whose adversarials were not stored and
+    not replayed, so only their clean side was checked."""
+
+    path: Path
+    images: int = 0
+    repeats: int = 0
+    legacy: int = 0
+    replayed: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+class _Data:
+    """Test splits by dataset, loaded once for a whole verify run."""
+
+    def __init__(self, data_dir: str | Path | None) -> None:
+        self.data_dir = data_dir
+        self.splits: dict[str, tuple[Split, str]] = {}
+
+    def get(self, dataset: str) -> tuple[Split, str]:
+        if dataset not in self.splits:
+            split, prov = load_split(dataset, train=False, data_dir=self.data_dir)
+            self.splits[dataset] = (split, prov.fingerprint)
+        return self.splits[dataset]
+
+
+def result_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The result files named, with every ``*.json`` directly inside a named folder."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.glob("*.json"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ResultError(f"{p} not found")
+    return files
+
+
+def verify_results(paths: Iterable[str | Path], data_dir: str | Path | None = None, device: str = "auto",
+                   replay: bool = False, on_result: Callable[[Verification], None] | None = None) -> list[Verification]:
+    """Verify every result in ``paths`` (files or folders); bad input raises, mismatches are returned."""
+    files = result_files(paths)
+    if not files:
+        raise ResultError("no result files to verify")
+    data = _Data(data_dir)
+    dev = resolve_device(device)
+    out = []
+    for path in files:
+        v = verify_result(path, data, dev, replay)
+        out.append(v)
+        if on_result is not None:
+            on_result(v)
+    return out
+
+
+def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = False) -> Verification:
+    """Verify one result file against its checkpoint and data; see the module docstring."""
+    res = read_result(path)
+    v = Verification(path)
+    spec = get_attack(res["attack"])
+    config = config_from_dict(spec.config_cls, res["attack_config"], f"{path}: attack_config")
+    ckpt_path = Path(res["checkpoint"]["path"])
+    if not ckpt_path.is_file():
+        raise ResultError(f"{path}: its checkpoint {ckpt_path} is not here; run verify where it was made")
+    sha = file_sha256(ckpt_path)
+    if sha != res["checkpoint"]["sha256"]:
+        v.mismatches.append(Mismatch("checkpoint", f"sha256 of {ckpt_path}", res["checkpoint"]["sha256"], sha))
+        return v
+    model = load_checkpoint(ckpt_path, model=res["model"], act=res["act"], dataset=res["dataset"], device=device).model
+    test, fingerprint = data.get(res["dataset"])
+    if fingerprint != res["provenance"].get("data_sha256"):
+        v.mismatches.append(Mismatch("data", "data_sha256", res["provenance"].get("data_sha256"), fingerprint))
+        return v
+
+    image_set = res["image_set"]
+    indices, drawn = select_images(model, test.images, test.labels, image_set["requested"],
+                                   image_set["selection_seed"], device)
+    _compare(v, "image set", "indices", image_set["indices"], indices)
+    _compare(v, "image set", "drawn", image_set["drawn"], drawn)
+    indices = image_set["indices"]  # check the repeats against the images they were run on
+    images = to_float(test.images[indices]).to(device)
+    labels = test.labels[indices].to(device)
+    v.images = len(indices)
+
+    store = _store(path, res, v)
+    settings = spec.settings(config)
+    _compare(v, "settings", "labels", [s["label"] for s in res["settings"]], [label for label, _ in settings][:len(res["settings"])])
+    for s_idx, (entry, (label, setting)) in enumerate(zip(res["settings"], settings)):
+        _compare(v, label, "config", entry["config"], config_to_dict(setting))
+        for rep in entry["repeats"]:
+            where = f"{label} repeat {rep['repeat']}"
+            adv = _adversarials(v, store, repeat_key(s_idx, rep["repeat"]), rep, images, labels, model, spec, setting,
+                                replay, where)
+            _check_repeat(v, where, rep, indices, images, labels, model, adv, spec.budget(setting))
+            v.repeats += 1
+        if "aggregate" in entry:
+            _compare_numbers(v, label, "aggregate", entry["aggregate"], aggregate(entry["repeats"]), 1e-9)
+    return v
+
+
+def _store(path: Path, res: dict[str, Any], v: Verification) -> Store | None:
+    block = res.get("adversarials")
+    if not block:
+        return None
+    npz = npz_path(path)
+    if npz.name != block.get("file"):
+        raise ResultError(f"{path}: its adversarials file is named {block.get('file')!r}, expected {npz.name}")
+    if not npz.is_file():
+        raise ResultError(f"{path}: its adversarials file {npz} is missing")
+    _compare(v, "adversarials file", "sha256", block.get("sha256"), file_sha256(npz))
+    return Store.load(npz)
+
+
+def _adversarials(v: Verification, store: Store | None, key: str, rep: dict[str, Any], images: torch.Tensor,
+                  labels: torch.Tensor, model: torch.nn.Module, spec: Any, setting: Any, replay: bool,
+                  where: str) -> torch.Tensor | None:
+    """The repeat's adversarials: rebuilt from what it stores, replayed from its seed, or None."""
+    records = rep["images"]
+    stored = rep.get("stored") or ("pixels" if records and all("pixels" in r for r in records) else None)
+    if stored in ("npz", "pixels"):
+        arrays = store.get(key) if store is not None and stored == "npz" else None
+        if stored == "npz" and arrays is None:
+            raise ResultError(f"{v.path}: {where} is stored in the adversarials file, which lacks it")
+        adv = rebuild(images, records, arrays)
+        if "adversarial_sha256" in rep:
+            _compare(v, where, "adversarial_sha256", rep["adversarial_sha256"], images_sha256(adv))
+        return adv
+    if not replay:
+        v.legacy += 1
+        return None
+    v.replayed += 1
+    return spec.fn(model, images, labels, setting, torch.Generator().manual_seed(rep["seed"])).adversarial
+
+
+def _check_repeat(v: Verification, where: str, rep: dict[str, Any], indices: list[int], images: torch.Tensor,
+                  labels: torch.Tensor, model: torch.nn.Module, adv: torch.Tensor | None, budget: dict[str, Any]) -> None:
+    records = rep["images"]
+    _compare(v, where, "image indices", [r["index"] for r in records], indices)
+    if len(records) != len(indices):
+        return
+    outcome = AttackOutcome(images if adv is None else adv, torch.zeros(len(images), dtype=torch.int64))
+    try:
+        j = judge(model, images, labels, outcome, **budget)
+    except AttackBudgetError as err:
+        v.mismatches.append(Mismatch(where, "budget", "within", str(err)))
+        return
+    except ValueError as err:  # a clean image the model now gets wrong
+        v.mismatches.append(Mismatch(where, "clean labels", "all correct", str(err)))
+        return
+    _compare_images(v, where, records, labels, j, clean_only=adv is None)
+    if adv is not None:
+        summary = repeat_summary(j)
+        _compare_numbers(v, where, "summary", {k: rep[k] for k in summary}, summary, TOLERANCE)
+    else:  # the stored records must at least agree with the stored summary
+        ok = [r["success"] for r in records]
+        _compare(v, where, "successes (from its records)", rep["successes"], sum(ok))
+
+
+def _compare_images(v: Verification, where: str, records: list[dict[str, Any]], labels: torch.Tensor, j: Judgement,
+                    clean_only: bool) -> None:
+    """Each image's stored record against the verdict on the rebuilt adversarial."""
+    found: dict[str, list[Any]] = {"label": labels.cpu().tolist(), "p_true_clean": j.p_true_clean.tolist()}
+    if not clean_only:
+        found |= {"adv_label": j.adv_label.tolist(), "success": j.success.tolist(), "p_true_adv": j.p_true_adv.tolist(),
+                  "abs_z": j.abs_z.tolist(), "linf": j.linf.tolist(), "l2": j.l2.tolist(), "l1": j.l1.tolist(),
+                  "l0_pixels": j.l0_pixels.tolist()}
+    for name, values in found.items():
+        tol = TOLERANCE if name in FLOAT_FIELDS else None
+        bad = [(r, x) for r, x in zip(records, values) if not _agree(r.get(name), x, tol)]
+        for r, x in bad[:SHOWN]:
+            v.mismatches.append(Mismatch(f"{where}, image {r['index']}", name, r.get(name), x))
+        if len(bad) > SHOWN:
+            v.mismatches.append(Mismatch(where, name, "...", f"{len(bad) - SHOWN} more images differ"))
+
+
+def _agree(stored: Any, found: Any, tol: float | None) -> bool:
+    if tol is None or stored is None or isinstance(stored, bool):
+        return stored == found and type(stored) is type(found)
+    return isinstance(stored, (int, float)) and math.isfinite(stored) and abs(stored - found) <= tol
+
+
+def _compare(v: Verification, where: str, name: str, stored: Any, found: Any) -> None:
+    if stored != found:
+        v.mismatches.append(Mismatch(where, name, _short(stored), _short(found)))
+
+
+def _compare_numbers(v: Verification, where: str, name: str, stored: dict[str, Any], found: dict[str, Any],
+                     tol: float) -> None:
+    for key, x in found.items():
+        s = stored.get(key)
+        if s is None or x is None or isinstance(x, int):
+            same = s == x and type(s) is type(x)
+        else:
+            same = isinstance(s, (int, float)) and not isinstance(s, bool) and abs(s - x) <= tol * max(1.0, abs(x))
+        if not same:
+            v.mismatches.append(Mismatch(where, f"{name} {key}", s, x))
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{', '.join(map(str, value[:6]))}, ... ({len(value)} items)]"
+    return value
+
+
+__all__ = ["Mismatch", "Verification", "result_files", "verify_result", "verify_results"]

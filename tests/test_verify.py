@@ -1,0 +1,150 @@
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from robench.adversarials import npz_path
+from robench.attacks.runner import AttackRun, run_attack
+from robench.cli import app
+from robench.config import TrainConfig
+from robench.train import train
+from robench.verify import verify_results
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A tiny trained model on fake CIFAR-10 and three results: DE (pixels in the JSON), FGSM
+    (int8 signs in the .npz) and PGD (float32 deltas in the .npz)."""
+    from tests.conftest import write_fake_cifar
+
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar(root, "cifar10")
+    ck = tmp_path_factory.mktemp("ck") / "lenet5-relu-cifar10-s0.pt"
+    train(TrainConfig(model="lenet5", act="relu", dataset="cifar10", epochs=4, batch_size=32), out=ck, data_dir=root,
+          device="cpu")
+    out = tmp_path_factory.mktemp("attacks")
+    base = dict(model="lenet5", act="relu", images=6, repeats=2, seed=0, checkpoint=str(ck))
+    runs = {
+        "pixel": AttackRun(attack="pixel", options={"population": 12, "generations": 2, "pixels": 2}, **base),
+        "fgsm": AttackRun(attack="fgsm", options={"epsilons": [0.02, 0.1]}, **base),
+        "pgd": AttackRun(attack="pgd", options={"epsilons": [0.05], "steps": 5}, **base),
+    }
+    for name, run in runs.items():
+        run_attack(run, out=out / f"{name}.json", data_dir=root, device="cpu")
+    return root, ck, out
+
+
+def _copy(made, tmp_path, name):
+    _, _, out = made
+    shutil.copy(out / f"{name}.json", tmp_path / f"{name}.json")
+    if npz_path(out / f"{name}.json").exists():
+        shutil.copy(npz_path(out / f"{name}.json"), npz_path(tmp_path / f"{name}.json"))
+    return tmp_path / f"{name}.json"
+
+
+def _edit(path, fn):
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def test_fresh_results_verify_and_store_what_they_should(made):
+    root, _, out = made
+    done = verify_results([out], data_dir=root, device="cpu")
+    assert [v.path.name for v in done] == ["fgsm.json", "pgd.json", "pixel.json"]
+    assert all(v.ok and v.legacy == 0 and v.repeats > 0 for v in done), [str(m) for v in done for m in v.mismatches]
+    assert not npz_path(out / "pixel.json").exists()  # pixels live in the JSON
+    fgsm = json.loads((out / "fgsm.json").read_text())
+    assert fgsm["adversarials"]["file"] == "fgsm.adv.npz"
+    assert {r["stored"] for s in fgsm["settings"] for r in s["repeats"]} == {"npz"}
+
+
+def test_one_changed_pixel_fails_verification(made, tmp_path):
+    root, _, _ = made
+    path = _copy(made, tmp_path, "pixel")
+
+    def recolour(d):
+        d["settings"][0]["repeats"][1]["images"][0]["pixels"][0][2] = 0.123
+
+    _edit(path, recolour)
+    (v,) = verify_results([path], data_dir=root, device="cpu")
+    assert not v.ok
+    assert any(m.field == "adversarial_sha256" and "repeat 1" in m.where for m in v.mismatches)
+
+
+def test_one_flipped_success_fails_verification(made, tmp_path):
+    root, _, _ = made
+    path = _copy(made, tmp_path, "fgsm")
+
+    def flip(d):
+        rec = d["settings"][1]["repeats"][0]["images"][2]
+        rec["success"] = not rec["success"]
+
+    _edit(path, flip)
+    (v,) = verify_results([path], data_dir=root, device="cpu")
+    index = json.loads(path.read_text())["settings"][1]["repeats"][0]["images"][2]["index"]
+    assert [(m.where, m.field) for m in v.mismatches] == [(f"eps=0.1 repeat 0, image {index}", "success")]
+
+
+def test_a_swapped_npz_or_checkpoint_fails(made, tmp_path):
+    root, _, out = made
+    path = _copy(made, tmp_path, "pgd")
+    shutil.copy(npz_path(out / "fgsm.json"), npz_path(path))  # a valid file, but not this result's
+    (v,) = verify_results([path], data_dir=root, device="cpu")
+    assert any(m.field == "sha256" and m.where == "adversarials file" for m in v.mismatches)
+
+    path = _copy(made, tmp_path, "pixel")
+    _edit(path, lambda d: d["checkpoint"].update(sha256="0" * 64))
+    (v,) = verify_results([path], data_dir=root, device="cpu")
+    assert [m.where for m in v.mismatches] == ["checkpoint"]
+
+
+def test_results_without_stored_adversarials_are_checked_clean_side_or_replayed(made, tmp_path):
+    root, _, _ = made
+    path = _copy(made, tmp_path, "pixel")
+
+    def strip(d):
+        for s in d["settings"]:
+            for r in s["repeats"]:
+                r.pop("stored"), r.pop("adversarial_sha256")
+                for rec in r["images"]:
+                    rec.pop("pixels")
+
+    _edit(path, strip)
+    (v,) = verify_results([path], data_dir=root, device="cpu")
+    assert v.ok and v.legacy == 2
+    (v,) = verify_results([path], data_dir=root, device="cpu", replay=True)
+    assert v.ok and v.replayed == 2 and v.legacy == 0
+
+
+def test_cli_exit_codes(made, tmp_path):
+    root, _, out = made
+    runner = CliRunner()
+    ok = runner.invoke(app, ["verify", str(out / "pixel.json"), "--data-dir", str(root), "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    path = _copy(made, tmp_path, "pixel")
+    _edit(path, lambda d: d["settings"][0]["repeats"][0].update(successes=99))
+    bad = runner.invoke(app, ["verify", str(path), "--data-dir", str(root), "--device", "cpu"])
+    assert bad.exit_code == 1 and "summary successes stored 99" in bad.output
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"hello": 1}')
+    for args in ([str(foreign)], [str(tmp_path / "missing.json")], []):
+        res = runner.invoke(app, ["verify", *args, "--data-dir", str(root), "--device", "cpu"])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+
+
+def test_an_interrupted_dense_run_resumes_its_adversarials(made, tmp_path):
+    root, ck, _ = made
+    run = AttackRun(model="lenet5", act="relu", attack="pgd", options={"epsilons": [0.05, 0.1], "steps": 3}, images=6,
+                    repeats=1, seed=0, checkpoint=str(ck))
+    out = tmp_path / "pgd.json"
+
+    def stop(label, r):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(run, out=out, data_dir=root, device="cpu", on_repeat=stop)
+    run_attack(run, out=out, data_dir=root, device="cpu")
+    (v,) = verify_results([out], data_dir=root, device="cpu")
+    assert v.ok and v.repeats == 2
