@@ -37,7 +37,7 @@ class Verdict:
 
 def _cells(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     cells = {}
-    for table in build_report(results_dir).tables:
+    for table in build_report(results_dir, on_error=None).tables:  # a malformed file is bad input: exit 2
         attack = table.ident
         for row in table.rows:
             for label, cell in row.cells.items():
@@ -47,7 +47,10 @@ def _cells(results_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def load_baseline(path: str | Path) -> dict[str, Any]:
-    data = load_yaml(path)
+    try:
+        data = load_yaml(path)
+    except OSError as err:  # a folder where the file should be, no permission
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
     if not isinstance(data, dict) or data.get("version") != BASELINE_VERSION or not isinstance(data.get("cells"), dict):
         raise ConfigError(f"{path} is not a robench baseline (version {BASELINE_VERSION} with a 'cells' mapping)")
     tol = data.get("tolerance", {})
@@ -88,10 +91,13 @@ def check(baseline_path: str | Path, results_dir: str | Path) -> list[Verdict]:
 def update_baseline(baseline_path: str | Path, results_dir: str | Path, absolute: float = 2.0, std_factor: float = 2.0) -> int:
     """Rewrite the baseline from current results, keeping its tolerance if it has one."""
     tolerance: dict[str, Any] = {"absolute": absolute, "std_factor": std_factor, "two_sided": False}
-    if Path(baseline_path).exists():
+    if Path(baseline_path).is_file():
         tolerance = load_baseline(baseline_path).get("tolerance", tolerance)
     cells = {k: {"successes": round(v["successes"], 4), "std": round(v["std"], 4)} for k, v in _cells(results_dir).items()}
     doc = {"version": BASELINE_VERSION, "results": str(results_dir), "tolerance": tolerance, "cells": cells}
     header = "# robench check baseline: rewrite with `robench check --update`\n"
-    atomic_write_bytes(baseline_path, (header + yaml.safe_dump(doc, sort_keys=False)).encode())
+    try:
+        atomic_write_bytes(baseline_path, (header + yaml.safe_dump(doc, sort_keys=False)).encode())
+    except OSError as err:  # a read-only folder, a folder where the file should be
+        raise ConfigError(f"cannot write {baseline_path}: {err.strerror or err}") from None
     return len(cells)

@@ -12,6 +12,7 @@ import torch
 
 from .errors import CheckpointError, RobenchError
 from .models import ModelArgs, build_model_from_args
+from .results import OnError, list_results, warn_skipped
 
 
 def _pyplot() -> Any:
@@ -99,12 +100,14 @@ def plot_losses(checkpoints: list[str | Path], out: str | Path) -> Path:
     return _save(fig, plt, out)
 
 
-def plot_eps(results_dir: str | Path, model: str, out: str | Path) -> Path:
-    """FGSM successes against epsilon, one line per activation of ``model`` (mean ± std)."""
+def plot_eps(results_dir: str | Path, model: str, out: str | Path,
+             on_error: OnError | None = warn_skipped) -> Path:
+    """FGSM successes against epsilon, one line per activation of ``model`` (mean ± std); a
+    malformed result goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
     from .report import build_report
 
     plt = _pyplot()
-    table = next((t for t in build_report(results_dir).tables if t.key == "table3_fgsm"), None)
+    table = next((t for t in build_report(results_dir, on_error).tables if t.key == "table3_fgsm"), None)
     rows = [r for r in (table.rows if table else []) if r.model == model]
     if not rows:
         raise RobenchError(f"no finished FGSM results for {model} in {results_dir}")
@@ -121,25 +124,28 @@ def plot_eps(results_dir: str | Path, model: str, out: str | Path) -> Path:
     return _save(fig, plt, out)
 
 
-def success_curves(results_dir: str | Path, attack: str, norm: str, model: str
+def success_curves(results_dir: str | Path, attack: str, norm: str, model: str,
+                   on_error: OnError | None = warn_skipped
                    ) -> dict[str, list[tuple[str, list[float], list[float]]]]:
     """act -> [(checkpoint tag, budgets, success rate at each)] from finished ``attack`` results
     (fmn or pgd) of ``norm`` on ``model``. A PGD curve has its epsilons (mean over repeats); an FMN
-    curve is read off its minimal distances at every distance it stored, plus 0."""
+    curve is read off its minimal distances at every distance it stored, plus 0. A malformed result
+    goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
+    from .attacks.metrics import aggregate
     from .report import checkpoint_tag
-    from .results import list_results
     from .robustness import DISTANCE_KEY
 
     if attack not in ("fmn", "pgd"):
         raise RobenchError(f"curves come from fmn or pgd results, not {attack}")
     curves: dict[str, list[tuple[str, list[float], list[float]]]] = {}
-    for _, res in list_results(results_dir):
+    for _, res in list_results(results_dir, on_error):
         if (res["attack"], res["model"], res["status"]) != (attack, model, "complete"):
             continue
         if res["attack_config"].get("norm") != norm:
             continue
         if attack == "pgd":
-            points = sorted((s["config"]["epsilons"][0], s["aggregate"]["success_rate_mean"]) for s in res["settings"])
+            rates = [(s.get("aggregate") or aggregate(s["repeats"]))["success_rate_mean"] for s in res["settings"]]
+            points = sorted(zip([s["config"]["epsilons"][0] for s in res["settings"]], rates))
         else:
             (setting,) = res["settings"]
             records = [r for rep in setting["repeats"] for r in rep["images"]]
@@ -151,13 +157,14 @@ def success_curves(results_dir: str | Path, attack: str, norm: str, model: str
     return curves
 
 
-def plot_curve(results_dir: str | Path, attack: str, norm: str, model: str, out: str | Path) -> Path:
+def plot_curve(results_dir: str | Path, attack: str, norm: str, model: str, out: str | Path,
+               on_error: OnError | None = warn_skipped) -> Path:
     """Success rate against budget, one line per activation: the mean over training seeds, with a
     band from the lowest to the highest seed where there are several."""
     import numpy as np
 
     plt = _pyplot()
-    curves = success_curves(results_dir, attack, norm, model)
+    curves = success_curves(results_dir, attack, norm, model, on_error)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for act, runs in sorted(curves.items()):
         top = max(max(b) for _, b, _ in runs)

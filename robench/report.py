@@ -27,7 +27,8 @@ import yaml
 from .attacks import get_attack
 from .attacks.metrics import aggregate, gain_vs_relu, mean_std
 from .config import config_from_dict
-from .results import list_results
+from .errors import ConfigError, ResultError
+from .results import OnError, list_results, warn_skipped
 from .robustness import (RobustCell, Threat, gather, lower_bounds, median_distance, result_ident, sanity_flags, threat,
                          worst_case)
 
@@ -140,20 +141,30 @@ def _table_order(ident: str, attack: str) -> tuple[int, str]:
     return (order.index(attack) if attack in order else len(order)), ident
 
 
-def build_report(results_dir: str | Path) -> Report:
-    """Read every result in ``results_dir`` and build the tables; unfinished runs are skipped."""
+def build_report(results_dir: str | Path, on_error: OnError | None = warn_skipped) -> Report:
+    """Read every result in ``results_dir`` and build the tables; unfinished runs are skipped. A
+    malformed file goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises its
+    ResultError instead, as `robench check` wants."""
     paper = paper_numbers()
     notes: list[str] = []
     groups: dict[str, tuple[str, str, list[tuple[Path, dict[str, Any]]]]] = {}  # ident -> (attack, variant, files)
     finished = []
-    for path, res in list_results(results_dir):
+    for path, res in list_results(results_dir, on_error):
         if res["status"] != "complete":
             notes.append(f"{path.name}: unfinished run, left out (rerun its command to finish it)")
             continue
         try:
             ident, _ = result_ident(res)
-        except ValueError as err:  # an attack this robench does not know, or a config it cannot read
+            for setting in res["settings"]:
+                _point_of(res, setting)
+        except ValueError as err:  # an attack this robench does not know
             notes.append(f"{path.name}: left out ({err})")
+            continue
+        except ConfigError as err:  # a config its attack cannot read: the file is malformed
+            bad = ResultError(f"{path}: {err}")
+            if on_error is None:
+                raise bad from None
+            on_error(path, bad)
             continue
         variant = ident[len(res["attack"]) + 1:]
         groups.setdefault(ident, (res["attack"], variant, []))[2].append((path, res))

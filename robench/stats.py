@@ -27,7 +27,7 @@ from .attacks.metrics import mean_std
 from .checkpoints import checkpoint_files, read_meta
 from .errors import CheckpointError, ResultError
 from .report import checkpoint_tag
-from .results import list_results
+from .results import OnError, list_results, warn_skipped
 
 SAPL_FAMILY = "sapl"  # activations whose name starts with this are "ours", never the baseline
 
@@ -127,12 +127,13 @@ def checkpoint_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
     return list(groups.values()), notes
 
 
-def attack_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
+def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped) -> tuple[list[Group], list[str]]:
     """Mean successes (over repeats) per model × dataset × activation × attack setting over
-    training seeds, from complete results; the attack options and image count must match."""
+    training seeds, from complete results; the attack options and image count must match. A
+    malformed file goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
     groups: dict[tuple, Group] = {}
     notes = []
-    for path, res in list_results(directory):
+    for path, res in list_results(directory, on_error):
         seed = seed_from_tag(checkpoint_tag(res))
         if res["status"] != "complete" or seed is None:
             why = "unfinished" if seed is not None else "no training seed in its checkpoint name"
@@ -188,9 +189,11 @@ def compare(groups: Sequence[Group], against: str | Callable[[Sequence[Group]], 
 
 
 def build_stats(
-    checkpoints: str | Path | None, results: str | Path | None, against: str = "relu"
+    checkpoints: str | Path | None, results: str | Path | None, against: str = "relu",
+    on_error: OnError | None = warn_skipped
 ) -> tuple[list[StatsTable], list[str]]:
-    """Clean error vs the best baseline (Tables 1 and 7) and attack successes vs ``against``."""
+    """Clean error vs the best baseline (Tables 1 and 7) and attack successes vs ``against``; a
+    malformed result goes to ``on_error`` (a warning) and is left out, ``on_error=None`` raises."""
     tables, notes = [], []
     if checkpoints is not None:
         if not Path(checkpoints).is_dir():
@@ -206,7 +209,7 @@ def build_stats(
     if results is not None:
         if not Path(results).is_dir():
             raise ResultError(f"results folder {results} not found")
-        groups, n = attack_groups(results)
+        groups, n = attack_groups(results, on_error)
         notes += n
         if groups:
             tables.append(StatsTable("Attack successes across training seeds (mean over repeats per seed)",

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -49,7 +50,7 @@ def test_report_reproduces_stored_numbers(setup):
     assert [t.key for t in rep.tables] == ["table2_pixel", "table3_fgsm"]
     for t in rep.tables:
         for row in t.rows:
-            stored = read_result(next(work.joinpath("results").glob(f"lenet5-{row.act}-cifar10-s0--{t.key.split('_')[1]}*")))
+            stored = read_result(next(work.joinpath("results").glob(f"lenet5-{row.act}-cifar10-s0--{t.key.split('_')[1]}*.json")))
             for s in stored["settings"]:
                 reps = [r["successes"] for r in s["repeats"]]
                 assert row.cells[s["label"]].mean == pytest.approx(sum(reps) / len(reps))
@@ -79,13 +80,13 @@ def test_suite_rerun_does_only_missing_work(setup, tmp_path):
     assert {what for _, what in done} == {"skipped"}
     # interrupt a fresh copy midway: one cell deleted, one left partial
     results = work / "results"
-    victim = sorted(results.glob("*pixel*"))[0]
+    victim = sorted(results.glob("*pixel*.json"))[0]
     partial = json.loads(victim.read_text())
     partial["status"] = "partial"
     partial["settings"][0]["repeats"] = partial["settings"][0]["repeats"][:1]
     partial["settings"][0].pop("aggregate")
     victim.write_text(json.dumps(partial))
-    gone = sorted(results.glob("*fgsm*"))[0]
+    gone = sorted(results.glob("*fgsm*.json"))[0]
     gone.unlink()
     done = dict((p.name, w) for p, w in run_suite(suite, data_dir=root, device="cpu"))
     assert done[victim.name] == "resumed" and done[gone.name] == "ran"
@@ -230,3 +231,89 @@ def test_training_only_suite_cli(tmp_path):
     suite_file.write_text(suite_file.read_text().replace("train:", "trainx:"))
     r = runner.invoke(app, ["suite", str(suite_file)])
     assert r.exit_code == 1 and "may be empty in a suite with 'train:'" in r.output
+
+
+ATTACKS = Path(__file__).resolve().parents[1] / "attacks"
+BROKEN = {  # file name -> (what breaks it, the reason read_result gives)
+    "oops.json": (lambda r: r.update(settings="oops"), "settings must be a list, got str"),
+    "nockpt.json": (lambda r: r.pop("checkpoint"), "checkpoint is missing"),
+    "nan.json": (lambda r: r["settings"][0]["repeats"][0]["images"][5].update(abs_z=float("nan")),
+                 "settings[0].repeats[0].images[5].abs_z must be a number, got NaN"),
+    "str.json": (lambda r: r["settings"][1]["repeats"][0].update(successes="64"),
+                 "settings[1].repeats[0].successes must be an integer, got str"),
+    "config.json": (lambda r: r["attack_config"].update(flavour=1), "fgsm config: unknown key(s) flavour; known: "),
+}  # reasons are the start of the line: a config error goes on to list the known keys
+
+
+def _lines_start(text: str, starts: list[str]) -> bool:
+    lines = sorted(text.splitlines())
+    return len(lines) == len(starts) and all(line.startswith(s) for line, s in zip(lines, sorted(starts)))
+
+
+def _mixed_folder(folder: Path, broken: dict = BROKEN) -> Path:
+    """Two good committed FGSM results (relu, sapl) and one malformed copy of relu's per entry of ``broken``."""
+    folder.mkdir()
+    for act in ("relu", "sapl"):
+        shutil.copy(ATTACKS / f"lenet5-{act}-cifar10-s0--fgsm-seed0.json", folder)
+    for name, (edit, _) in broken.items():
+        res = json.loads((ATTACKS / "lenet5-relu-cifar10-s0--fgsm-seed0.json").read_text())
+        edit(res)
+        (folder / name).write_text(json.dumps(res))
+    return folder
+
+
+def _skipped(folder: Path) -> list[str]:
+    return [f"robench: warning: skipped {folder / name}: {why}" for name, (_, why) in BROKEN.items()]
+
+
+def test_report_and_plot_skip_malformed_results_with_one_warning_each(tmp_path):
+    folder = _mixed_folder(tmp_path / "results")
+    r = runner.invoke(app, ["report", "--results", str(folder), "--format", "markdown"])
+    assert r.exit_code == 0 and r.exception is None, r.output
+    assert _lines_start(r.stderr, _skipped(folder))
+    assert "### Table 3: FGSM" in r.stdout and "| lenet5 | relu |" in r.stdout and "| lenet5 | sapl |" in r.stdout
+    assert r.stdout == render_markdown(build_report(_mixed_folder(tmp_path / "good", {}), on_error=None))
+    # a fresh folder: Python shows a warning once per process, and here the commands share one
+    folder = _mixed_folder(tmp_path / "plot")
+    out = tmp_path / "eps.png"
+    r = runner.invoke(app, ["plot", "eps", "--results", str(folder), "--out", str(out)])
+    assert r.exit_code == 0 and r.exception is None, r.output
+    assert _lines_start(r.stderr, _skipped(folder)) and out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_check_refuses_a_malformed_result_with_exit_2(tmp_path, name):
+    good = _mixed_folder(tmp_path / "good", {})
+    base = tmp_path / "b.yaml"
+    update_baseline(base, good)
+    folder = _mixed_folder(tmp_path / "results", {name: BROKEN[name]})
+    for extra in ([], ["--update"]):
+        r = runner.invoke(app, ["check", "--baseline", str(base), "--results", str(folder), *extra])
+        assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+        assert _lines_start(r.stderr, [f"robench: error: {folder / name}: {BROKEN[name][1]}"])
+    assert yaml.safe_load(base.read_text())["results"] == str(good)  # --update refused: the baseline stays
+
+
+def test_check_update_that_cannot_write_is_one_line_and_exit_2(tmp_path):
+    good = _mixed_folder(tmp_path / "good", {})
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "file").write_text("")
+    for base in (tmp_path / "folder.yaml", tmp_path / "file" / "b.yaml"):  # a folder in the way; a file in the way
+        r = runner.invoke(app, ["check", "--baseline", str(base), "--results", str(good), "--update"])
+        assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+        assert _lines_start(r.stderr, [f"robench: error: cannot write {base}: "])
+    r = runner.invoke(app, ["check", "--baseline", str(tmp_path / "folder.yaml"), "--results", str(good)])
+    assert r.exit_code == 2 and r.stderr.splitlines() == [f"robench: error: cannot read {tmp_path / 'folder.yaml'}: Is a directory"]
+
+
+def test_an_unfinished_result_is_a_note_not_a_warning(tmp_path):
+    def unfinished(r):
+        r["status"] = "partial"
+        for s in r["settings"][2:]:
+            s["repeats"] = []
+            del s["aggregate"]
+
+    folder = _mixed_folder(tmp_path / "results", {"partial.json": (unfinished, None)})
+    r = runner.invoke(app, ["report", "--results", str(folder), "--format", "markdown"])
+    assert r.exit_code == 0 and r.stderr == "", r.output
+    assert "- partial.json: unfinished run, left out" in r.stdout

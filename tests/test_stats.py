@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -26,14 +27,20 @@ def fake_checkpoint(folder, model, act, seed, error, epochs=8, dataset="cifar10"
     stem.with_suffix(".json").write_text(json.dumps(meta))
 
 
+TEMPLATE = Path(__file__).resolve().parents[1] / "attacks" / "seeds" / "lenet5-relu-cifar10-s0--pixel1px-seed0.json"
+
+
 def fake_result(folder, act, seed, successes, status="complete", tag=None):
+    """A committed result made over: another activation and checkpoint, one repeat per success count."""
     tag = tag or f"s{seed}"
-    write_result(folder / f"lenet5-{act}-cifar10-{tag}--pixel1px-seed0.json", {
-        "model": "lenet5", "act": act, "dataset": "cifar10", "attack": "pixel", "status": status,
-        "checkpoint": {"path": f"checkpoints/lenet5-{act}-cifar10-{tag}.pt"},
-        "run": {"images": 100, "options": {"pixels": 1}},
-        "settings": [{"label": "1px", "repeats": [{"successes": s} for s in successes]}],
-    })
+    res = json.loads(TEMPLATE.read_text())
+    (setting,) = res["settings"]
+    setting["repeats"] = [setting["repeats"][0] | {"repeat": r, "successes": s} for r, s in enumerate(successes)]
+    setting.pop("aggregate")
+    res |= {"act": act, "status": status, "checkpoint": res["checkpoint"] | {"path": f"checkpoints/lenet5-{act}-cifar10-{tag}.pt"}}
+    path = folder / f"lenet5-{act}-cifar10-{tag}--pixel1px-seed0.json"
+    write_result(path, {k: v for k, v in res.items() if k not in ("schema", "version")})
+    return path
 
 
 def test_welch_matches_the_formula():
@@ -125,3 +132,30 @@ def test_best_baseline_prefers_groups_with_most_seeds(tmp_path):
     fake_checkpoint(tmp_path, "mlp", "leaky_relu", 0, 1.0, dataset="mnist")  # one lucky run
     groups, _ = checkpoint_groups(tmp_path)
     assert best_baseline([g for g in groups if g.metric == "clean error %"]).act == "relu"
+
+
+@pytest.mark.parametrize("name,edit,message", [
+    ("oops", lambda r: r.update(settings="oops"), "settings must be a list, got str"),
+    ("nockpt", lambda r: r.pop("checkpoint"), "checkpoint is missing"),
+    ("nan", lambda r: r["settings"][0]["repeats"][0].update(success_rate=float("nan")),
+     "settings[0].repeats[0].success_rate must be a number, got NaN"),
+    ("str", lambda r: r["settings"][0]["repeats"][0].update(successes="31"),
+     "settings[0].repeats[0].successes must be an integer, got str"),
+])
+def test_stats_cli_skips_a_malformed_result_with_one_warning(tmp_path, name, edit, message):
+    ck, res = tmp_path / "ck", tmp_path / "res"
+    ck.mkdir()
+    res.mkdir()
+    for seed in range(2):
+        fake_result(res, "relu", seed, [30 + seed])
+        fake_result(res, "sapl", seed, [40 + seed])
+    bad = fake_result(res, "sapl", 2, [1])
+    broken = json.loads(bad.read_text())
+    edit(broken)
+    bad.write_text(json.dumps(broken))
+    r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(res), "--format", "json"])
+    assert r.exit_code == 0 and r.exception is None, r.output
+    assert r.stderr.splitlines() == [f"robench: warning: skipped {bad}: {message}"]
+    (table,) = json.loads(r.stdout)["tables"]
+    assert {row["group"]["act"]: row["group"]["values"] for row in table["rows"]} == {
+        "relu": {"0": 30.0, "1": 31.0}, "sapl": {"0": 40.0, "1": 41.0}}  # the bad file's seed 2 is left out
