@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .attacks.base import AttackOutcome
 from .attacks.candidates import paint
 from .errors import ResultError
 from .storage import atomic_write_bytes
@@ -121,6 +122,21 @@ def rebuild(images: Tensor, records: list[dict[str, Any]], arrays: dict[str, np.
     raise ResultError("the result stores neither painted pixels nor dense adversarials for this repeat")
 
 
+def keep(store: Store, key: str, images: Tensor, outcome: AttackOutcome, threat: tuple[str, float | None]) -> dict[str, Any]:
+    """Put what rebuilds ``outcome``'s adversarials exactly into ``store`` under ``key`` (nothing when
+    its ``pixels`` detail does); returns the fields the repeat records. ``threat`` is the setting's
+    (norm, budget): an Linf budget lets FGSM's proposals go in as signs."""
+    norm, budget = threat
+    pixels = outcome.details.get("pixels")
+    arrays = encode(images, outcome.adversarial, pixels, budget if norm == "linf" else None)
+    records = [{"pixels": p} for p in pixels or []]
+    if not torch.equal(rebuild(images, records, arrays), outcome.adversarial):
+        raise RuntimeError("stored adversarials do not rebuild the attack's images exactly (a robench bug)")
+    if arrays:
+        store.put(key, arrays)
+    return {"stored": "npz" if arrays else "pixels", "adversarial_sha256": images_sha256(outcome.adversarial)}
+
+
 class Store:
     """The ``.npz`` of one result: arrays per repeat, rewritten whole and atomically after each one.
 
@@ -160,15 +176,16 @@ class Store:
     def _own(self, key: str) -> dict[str, np.ndarray]:
         return {k.split("/", 1)[1]: v for k, v in self.arrays.items() if k.startswith(key + "/")}
 
-    def write(self) -> str | None:
-        """Write the file when it holds anything; returns its sha256 (None: nothing to store)."""
+    def write(self) -> dict[str, Any] | None:
+        """Write the file when it holds anything; returns the block the result records about it
+        (None: nothing to store)."""
         if not self.arrays:
             return None
         buf = io.BytesIO()
         np.savez_compressed(buf, **self.arrays)
         data = buf.getvalue()
         atomic_write_bytes(self.path, data)
-        return hashlib.sha256(data).hexdigest()
+        return {"format": FORMAT, "version": VERSION, "file": self.path.name, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
@@ -187,5 +204,5 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ResultError(f"adversarials file {path} is corrupt or not an .npz ({err})") from None
 
 
-__all__ = ["FORMAT", "VERSION", "Store", "decode_dense", "encode", "encode_dense", "from_pixels", "images_sha256",
+__all__ = ["FORMAT", "VERSION", "Store", "decode_dense", "encode", "encode_dense", "from_pixels", "images_sha256", "keep",
            "npz_path", "read_npz", "rebuild", "repeat_key"]

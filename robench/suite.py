@@ -22,6 +22,7 @@ from .checkpoints import default_checkpoint
 from .config import TrainConfig, config_from_dict, load_yaml
 from .errors import ConfigError, ResultError
 from .results import read_result
+from .storage import check_writable
 from .train import resume_path, train
 
 
@@ -117,6 +118,10 @@ def run_suite(
 ) -> list[tuple[Path, str]]:
     """Train missing checkpoints (with ``train:``), then run every unfinished cell; returns
     (result path, what happened: skipped/ran/resumed)."""
+    for config, path in suite.trainings():  # every output location answers before any compute
+        check_writable(path, "checkpoint")
+    for run in suite.runs():
+        check_writable(Path(suite.results) / run.result_name(), "result")
     for config, path in suite.trainings():
         if path.exists() and not resume_path(path).exists():
             continue

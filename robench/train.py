@@ -20,13 +20,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .activations import Activation, activation_factory, activation_state
-from .checkpoints import DEFAULT_DIR, save_checkpoint
+from .checkpoints import DEFAULT_DIR, save_checkpoint, sidecar_path
 from .config import TrainConfig, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
 from .errors import CheckpointError
 from .models import MODELS, ModelArgs, build_model_from_args
 from .progress import progress_bar
-from .storage import atomic_torch_save, library_versions, resolve_device
+from .storage import atomic_torch_save, check_writable, library_versions, resolve_device
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ def train(
     out = Path(out) if out else DEFAULT_DIR / f"{config.run_name}.pt"
     if out.exists() and not resume_path(out).exists() and not force:
         raise CheckpointError(f"{out} exists; pass --force to train it again, or --out another path")
+    for path, what in ((out, "checkpoint"), (sidecar_path(out), "checkpoint sidecar"), (resume_path(out), "resume file")):
+        check_writable(path, what)  # before an epoch is spent, not after
     train_split, prov = load_split(config.dataset, True, data_dir, download)
     test_split, _ = load_split(config.dataset, False, data_dir, download)
     args = model_args_for(config)

@@ -108,8 +108,13 @@ def verify_results(paths: Iterable[str | Path], data_dir: str | Path | None = No
     return out
 
 
-def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = False) -> Verification:
-    """Verify one result file against its checkpoint and data; see the module docstring."""
+Replayed = Callable[[int, int, AttackOutcome, torch.Tensor], None]  # (setting, repeat index, outcome, images)
+
+
+def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = False,
+                  on_replay: Replayed | None = None) -> Verification:
+    """Verify one result file against its checkpoint and data; see the module docstring.
+    ``on_replay`` sees every replayed repeat's outcome (the migration stores them)."""
     res = read_result(path)
     v = Verification(path)
     spec = get_attack(res["attack"])
@@ -142,10 +147,14 @@ def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = 
     _compare(v, "settings", "labels", [s["label"] for s in res["settings"]], [label for label, _ in settings][:len(res["settings"])])
     for s_idx, (entry, (label, setting)) in enumerate(zip(res["settings"], settings)):
         _compare(v, label, "config", entry["config"], config_to_dict(setting))
-        for rep in entry["repeats"]:
+        for r_idx, rep in enumerate(entry["repeats"]):
             where = f"{label} repeat {rep['repeat']}"
             adv = _adversarials(v, store, repeat_key(s_idx, rep["repeat"]), rep, images, labels, model, spec, setting,
                                 replay, where)
+            if isinstance(adv, AttackOutcome):
+                if on_replay is not None:
+                    on_replay(s_idx, r_idx, adv, images)
+                adv = adv.adversarial
             _check_repeat(v, where, rep, indices, images, labels, model, adv, spec.budget(setting))
             v.repeats += 1
         if "aggregate" in entry:
@@ -168,8 +177,9 @@ def _store(path: Path, res: dict[str, Any], v: Verification) -> Store | None:
 
 def _adversarials(v: Verification, store: Store | None, key: str, rep: dict[str, Any], images: torch.Tensor,
                   labels: torch.Tensor, model: torch.nn.Module, spec: Any, setting: Any, replay: bool,
-                  where: str) -> torch.Tensor | None:
-    """The repeat's adversarials: rebuilt from what it stores, replayed from its seed, or None."""
+                  where: str) -> torch.Tensor | AttackOutcome | None:
+    """The repeat's adversarials rebuilt from what it stores, or the attack replayed from its seed,
+    or None (nothing stored, no replay)."""
     records = rep["images"]
     stored = rep.get("stored") or ("pixels" if records and all("pixels" in r for r in records) else None)
     if stored in ("npz", "pixels"):
@@ -184,7 +194,7 @@ def _adversarials(v: Verification, store: Store | None, key: str, rep: dict[str,
         v.legacy += 1
         return None
     v.replayed += 1
-    return spec.fn(model, images, labels, setting, torch.Generator().manual_seed(rep["seed"])).adversarial
+    return spec.fn(model, images, labels, setting, torch.Generator().manual_seed(rep["seed"]))
 
 
 def _check_repeat(v: Verification, where: str, rep: dict[str, Any], indices: list[int], images: torch.Tensor,
@@ -221,7 +231,8 @@ def _compare_images(v: Verification, where: str, records: list[dict[str, Any]], 
                   "l0_pixels": j.l0_pixels.tolist()}
     for name, values in found.items():
         tol = TOLERANCE if name in FLOAT_FIELDS else None
-        bad = [(r, x) for r, x in zip(records, values) if not _agree(r.get(name), x, tol)]
+        # a field an older robench did not record (l1 before the strong attacks) has nothing to check
+        bad = [(r, x) for r, x in zip(records, values) if name in r and not _agree(r[name], x, tol)]
         for r, x in bad[:SHOWN]:
             v.mismatches.append(Mismatch(f"{where}, image {r['index']}", name, r.get(name), x))
         if len(bad) > SHOWN:

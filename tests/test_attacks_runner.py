@@ -121,3 +121,60 @@ def test_corrupt_result_file_is_a_clear_error(tmp_path):
     bad.write_text(json.dumps({"schema": "something-else"}))
     with pytest.raises(ResultError, match="not a robench attack result"):
         read_result(bad)
+
+
+class _Broken(torch.nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        n = x.shape[0]
+        if self.kind == "nan":
+            return torch.full((n, 10), float("nan"))
+        if self.kind == "constant":
+            return torch.arange(10.0).expand(n, 10)
+        return x.flatten(1)[:, :10] * 0 + torch.eye(10)[torch.arange(n) % 10]  # predicts i mod 10: healthy spread
+
+
+@pytest.mark.parametrize("kind,msg", [("nan", "NaN or infinite"), ("constant", "predicts class 9 for 60 of 60")])
+def test_a_broken_model_is_refused_not_found_robust(kind, msg):
+    from robench.attacks.runner import DegenerateModelError
+
+    images = torch.randint(0, 256, (60, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(60) % 10
+    with pytest.raises(DegenerateModelError, match=msg):
+        select_images(_Broken(kind), images, labels, 5, seed=0, device=torch.device("cpu"))
+    idx, _ = select_images(_Broken("spread"), images, labels, 5, seed=0, device=torch.device("cpu"))
+    assert len(idx) == 5
+
+
+def test_judge_refuses_non_finite_outputs():
+    from robench.attacks.base import AttackOutcome, judge
+
+    x = torch.rand(3, 3, 8, 8)
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        judge(_Broken("nan"), x, torch.zeros(3, dtype=torch.long), AttackOutcome(x, torch.zeros(3, dtype=torch.long)))
+
+
+def test_nan_checkpoint_is_refused_by_the_attack_command(trained, tmp_path):
+    from robench.checkpoints import load_checkpoint, save_checkpoint
+    from robench.errors import CheckpointError
+
+    root, ck = trained
+    loaded = load_checkpoint(ck)
+    for p in loaded.model.parameters():
+        p.data.fill_(float("nan"))
+    bad = tmp_path / "lenet5-relu-cifar10-s0.pt"
+    save_checkpoint(bad, loaded.model, loaded.args, "cifar10", {})
+    with pytest.raises(CheckpointError, match="non-finite"):
+        run_attack(_run(bad), out=tmp_path / "r.json", data_dir=root, device="cpu")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_results_never_hold_bare_nan(tmp_path):
+    from robench.results import write_result
+
+    with pytest.raises(ValueError):
+        write_result(tmp_path / "r.json", {"x": float("nan")})
+    assert not (tmp_path / "r.json").exists()

@@ -147,3 +147,49 @@ def test_strong_attacks_write_results_and_refuse_reruns(relu_ckpt, tmp_path, mon
         assert all("broken_by" in rec and rec["success"] == (rec["broken_by"] is not None) for rec in records)
     # names never collide across attacks and variants; a rerun refuses, --force reruns
     assert _invoke(*base, *args).exit_code == 1
+
+
+def _one_error_line(r, msg):
+    lines = [line for line in r.output.splitlines() if line.strip() and "warning" not in line]
+    return len(lines) == 1 and msg in lines[0] and "Traceback" not in r.output
+
+
+def test_unwritable_outputs_fail_in_one_line_before_any_compute(relu_ckpt, fake_data, tmp_path, monkeypatch):
+    import robench.attacks.runner as runner_mod
+    import robench.train as train_mod
+
+    root, ck = relu_ckpt
+    monkeypatch.setattr(runner_mod, "load_split", lambda *a, **k: pytest.fail("data loaded before the output was checked"))
+    monkeypatch.setattr(train_mod, "load_split", lambda *a, **k: pytest.fail("data loaded before the output was checked"))
+    folder = tmp_path / "in-the-way.json"
+    folder.mkdir()
+    r = _invoke("attack", "--images", "2", "--checkpoint", str(ck), "--data-dir", str(root), "--out", str(folder), "--quiet")
+    assert r.exit_code == 1 and _one_error_line(r, "it is a folder"), r.output
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = _invoke("attack", "--images", "2", "--checkpoint", str(ck), "--data-dir", str(root), "--out",
+                str(afile / "r.json"), "--quiet")
+    assert r.exit_code == 1 and _one_error_line(r, f"cannot write result {afile / 'r.json'}"), r.output
+    r = _invoke("train", "--model", "mlp", "--dataset", "mnist", "--data-dir", str(fake_data), "--out",
+                str(afile / "x.pt"), "--quiet")
+    assert r.exit_code == 1 and _one_error_line(r, "cannot write checkpoint"), r.output
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(relu_ckpt, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import robench.storage as storage
+
+    root, ck = relu_ckpt
+    out = tmp_path / "r.json"
+    out.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(storage.os, "fsync", full)
+    r = _invoke("attack", "--attack", "fgsm", "--images", "2", "--checkpoint", str(ck), "--data-dir", str(root),
+                "--out", str(out), "--quiet", "--force")
+    assert r.exit_code == 1 and _one_error_line(r, "No space left on device"), r.output
+    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp files left

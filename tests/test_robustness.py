@@ -23,17 +23,21 @@ def _result(folder: Path, attack: str, options: dict, fooled_per_repeat: dict[st
         repeats = []
         for r, fooled in enumerate(fooled_per_repeat[label]):
             d = distances or {}
-            records = [{"index": i, "success": i in fooled, "abs_z": 0.5, "linf": d.get(i, 0.0), "l2": d.get(i, 0.0),
-                        "l1": d.get(i, 0.0), "l0_pixels": int(d.get(i, 0))} for i in IMAGES]
+            records = [{"index": i, "label": 0, "adv_label": 1 if i in fooled else 0, "success": i in fooled,
+                        "p_true_clean": 0.9, "p_true_adv": 0.4 if i in fooled else 0.9, "abs_z": 0.5,
+                        "linf": d.get(i, 0.0), "l2": d.get(i, 0.0), "l1": d.get(i, 0.0), "l0_pixels": int(d.get(i, 0)),
+                        "queries": 1} for i in IMAGES]
             repeats.append({"attacked": len(IMAGES), "successes": len(fooled), "success_rate": len(fooled) / len(IMAGES),
-                            "avg_abs_z": 0.5 if fooled else None, "repeat": r, "images": records})
+                            "avg_abs_z": 0.5 if fooled else None, "repeat": r, "seed": r, "images": records})
         settings.append({"label": label, "config": config_to_dict(setting), "repeats": repeats,
                          "aggregate": aggregate(repeats)})
     name = f"lenet5-{act}-cifar10-s0--{attack}{spec.tag(config)}-seed0.json"
     write_result(folder / name, {
         "status": "complete", "model": "lenet5", "act": act, "dataset": "cifar10", "attack": attack,
-        "attack_config": config_to_dict(config), "checkpoint": {"path": f"checkpoints/lenet5-{act}-cifar10-s0.pt"},
-        "provenance": {"data_official": True}, "image_set": {"indices": IMAGES}, "settings": settings})
+        "attack_config": config_to_dict(config), "run": {}, "seed": 0,
+        "checkpoint": {"path": f"checkpoints/lenet5-{act}-cifar10-s0.pt", "sha256": "0" * 64},
+        "provenance": {"data_official": True}, "repeats_per_setting": len(repeats), "settings": settings,
+        "image_set": {"requested": len(IMAGES), "selection_seed": 0, "indices": IMAGES, "drawn": len(IMAGES)}})
 
 
 def test_robust_accuracy_is_the_union_over_attacks_and_repeats(tmp_path):

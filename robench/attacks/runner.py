@@ -17,9 +17,7 @@ from typing import Any
 
 import torch
 
-from ..adversarials import FORMAT as ADV_FORMAT
-from ..adversarials import VERSION as ADV_VERSION
-from ..adversarials import Store, encode, images_sha256, npz_path, rebuild, repeat_key
+from ..adversarials import Store, keep, npz_path, repeat_key
 from ..checkpoints import default_checkpoint, load_checkpoint
 from ..config import config_from_dict, config_to_dict
 from ..data import load_split, to_float
@@ -28,7 +26,7 @@ from ..progress import progress_bar
 from ..results import DEFAULT_DIR, read_result, write_result
 from ..storage import check_writable, library_versions, resolve_device
 from . import get_attack
-from .base import AttackOutcome, EvalMode, judge
+from .base import EvalMode, judge
 from .metrics import aggregate, image_records, repeat_summary
 
 
@@ -179,17 +177,16 @@ def run_attack(
                 outcome = spec.fn(model, images, labels, setting, torch.Generator().manual_seed(seed))
                 verdict = judge(model, images, labels, outcome, **spec.budget(setting))
                 elapsed = time.perf_counter() - start
-                kept = _keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting))
+                kept = keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting))
                 entry["repeats"].append(repeat_summary(verdict) | {
                     "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
                     "queries_total": int(outcome.queries.sum()), **kept,
                     "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu(), outcome.details),
                 })
                 result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)
-                sha = store.write()  # before the JSON that names it: see Store
-                if sha is not None:
-                    result["adversarials"] = {"format": ADV_FORMAT, "version": ADV_VERSION, "file": store.path.name,
-                                              "sha256": sha}
+                block = store.write()  # before the JSON that names it: see Store
+                if block is not None:
+                    result["adversarials"] = block
                 write_result(out, result)
                 bar.update(task, advance=1)
                 if on_repeat is not None:
@@ -213,19 +210,6 @@ def _adversarial_store(out: Path, previous: dict[str, Any] | None) -> Store:
                 raise ResultError(f"{out} is an unfinished run whose adversarials file {path.name} lacks "
                                   f"repeat {rep['repeat']} of {entry['label']}; pass --force to start over")
     return store
-
-
-def _keep(store: Store, key: str, images: torch.Tensor, outcome: AttackOutcome,
-          threat: tuple[str, float | None]) -> dict[str, Any]:
-    """Store what rebuilds this repeat's adversarials exactly; returns the fields the repeat records."""
-    norm, budget = threat
-    arrays = encode(images, outcome.adversarial, outcome.details.get("pixels"), budget if norm == "linf" else None)
-    records = [{"pixels": p} for p in outcome.details.get("pixels", [])]
-    if not torch.equal(rebuild(images, records, arrays), outcome.adversarial):
-        raise RuntimeError("stored adversarials do not rebuild the attack's images exactly (a robench bug)")
-    if arrays:
-        store.put(key, arrays)
-    return {"stored": "npz" if arrays else "pixels", "adversarial_sha256": images_sha256(outcome.adversarial)}
 
 
 def _resumable(out: Path, header: dict[str, Any], force: bool) -> dict[str, Any] | None:

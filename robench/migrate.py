@@ -1,0 +1,117 @@
+"""Bring result files made by an older robench up to what this one stores, without rerunning them.
+
+Two steps, each recorded in the result's ``migrations`` list:
+
+- ``provenance.root`` (an absolute folder of the machine that ran it) is dropped: data are
+  compared by fingerprint only.
+- With ``replay``, repeats that stored no adversarials are re-run from their recorded seeds on the
+  recorded checkpoint and images, and their adversarials are stored only when ``verify`` finds every
+  stored label, verdict, probability and norm reproduced; a result that does not reproduce is left
+  as it is and reported.
+
+Run it as ``python -m robench.migrate [--replay] attacks/ attacks/seeds/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adversarials import Store, keep, npz_path, repeat_key
+from .attacks import get_attack
+from .attacks.base import AttackOutcome
+from .config import config_from_dict
+from .errors import RobenchError
+from .results import read_result, write_result
+from .storage import resolve_device
+from .verify import _Data, result_files, verify_result
+
+DROPPED_ROOT = "provenance.root dropped (data are compared by fingerprint)"
+REPLAYED = "adversarials stored by replaying the recorded seeds; verify reproduced every stored number"
+
+
+def drop_root(result: dict[str, Any]) -> bool:
+    """Remove ``provenance.root``; True when there was one."""
+    prov = result.get("provenance")
+    if isinstance(prov, dict) and "root" in prov:
+        del prov["root"]
+        return True
+    return False
+
+
+def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
+    """Migrate one result file in place; returns what was done, in a few words."""
+    res = read_result(path)
+    done: list[str] = []
+    if drop_root(res):
+        done.append(DROPPED_ROOT)
+    replayed: list[tuple[int, int, AttackOutcome, torch.Tensor]] = []
+    if replay:
+        v = verify_result(path, data, device, replay=True, on_replay=lambda *a: replayed.append(a))
+        if v.mismatches:
+            if done:
+                _record(res, done)
+                write_result(path, res)
+            return f"replay does not reproduce it ({v.mismatches[0]}); adversarials not stored"
+    if replayed:
+        _store(path, res, replayed)
+        done.append(REPLAYED)
+    if not done:
+        return "up to date"
+    _record(res, done)
+    write_result(path, res)
+    return "; ".join(done)
+
+
+def _store(path: Path, res: dict[str, Any], replayed: list[tuple[int, int, AttackOutcome, torch.Tensor]]) -> None:
+    spec = get_attack(res["attack"])
+    settings = spec.settings(config_from_dict(spec.config_cls, res["attack_config"], str(path)))
+    store = Store.load(npz_path(path)) if res.get("adversarials") else Store(npz_path(path))
+    for s_idx, r_idx, outcome, images in replayed:
+        rep = res["settings"][s_idx]["repeats"][r_idx]
+        rep |= keep(store, repeat_key(s_idx, rep["repeat"]), images, outcome, spec.threat(settings[s_idx][1]))
+        for key, values in outcome.details.items():
+            for record, value in zip(rep["images"], values):
+                record[key] = value
+    block = store.write()
+    if block is not None:
+        res["adversarials"] = block
+
+
+def _record(res: dict[str, Any], done: list[str]) -> None:
+    res["migrations"] = list(res.get("migrations", [])) + done
+
+
+def migrate_all(paths: Iterable[str | Path], replay: bool = False, data_dir: str | Path | None = None,
+                device: str = "auto") -> list[tuple[Path, str]]:
+    data = _Data(data_dir)
+    dev = resolve_device(device)
+    out = []
+    for path in result_files(paths):
+        out.append((path, migrate(path, data, dev, replay)))
+        print(f"{path}: {out[-1][1]}", file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m robench.migrate", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="result files or folders")
+    parser.add_argument("--replay", action="store_true", help="store adversarials by replaying recorded seeds")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        done = migrate_all(args.paths, args.replay, args.data_dir, args.device)
+    except RobenchError as err:
+        print(f"robench: error: {err}", file=sys.stderr)
+        return 2
+    return 1 if any("does not reproduce" in what for _, what in done) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
