@@ -64,7 +64,7 @@ def _emit(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text)
     else:
-        atomic_write_bytes(out, text.encode())
+        run_guarded(lambda: atomic_write_bytes(out, text.encode()))
         _console().print(f"wrote {out}")
 
 

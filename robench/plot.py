@@ -27,8 +27,15 @@ def _pyplot() -> Any:
 
 
 def _sidecar(path: str | Path) -> dict[str, Any]:
+    from .checkpoints import read_meta
+
     path = Path(path)
     side = path if path.suffix == ".json" else path.with_suffix(".json")
+    if side.with_suffix(".pt").is_file() and side.is_file():
+        meta = read_meta(side.with_suffix(".pt"))  # checks the sidecar still belongs to its weights
+        if "history" not in meta or "model_args" not in meta:
+            raise CheckpointError(f"{side} is not a robench checkpoint sidecar")
+        return meta
     try:
         meta = json.loads(side.read_text())
     except FileNotFoundError:

@@ -178,3 +178,19 @@ def test_results_never_hold_bare_nan(tmp_path):
     with pytest.raises(ValueError):
         write_result(tmp_path / "r.json", {"x": float("nan")})
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_run_resumes_with_the_same_data_in_another_folder(trained, tmp_path):
+    import shutil
+
+    root, ck = trained
+    out = tmp_path / "r.json"
+
+    def stop(label, r):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(_run(ck), out=out, data_dir=root, device="cpu", on_repeat=stop)
+    moved = shutil.copytree(root, tmp_path / "elsewhere")
+    _, result = run_attack(_run(ck), out=out, data_dir=moved, device="cpu")
+    assert result["status"] == "complete" and str(root) not in out.read_text()

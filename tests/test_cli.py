@@ -193,3 +193,15 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(relu_ckpt, tmp_path, mon
                 "--out", str(out), "--quiet", "--force")
     assert r.exit_code == 1 and _one_error_line(r, "No space left on device"), r.output
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp files left
+
+
+@pytest.mark.parametrize("command", [["report"], ["stats", "--results", "attacks/seeds"]])
+def test_report_and_stats_out_in_the_way_is_one_line(tmp_path, command):
+    from pathlib import Path
+
+    results = Path(__file__).parent.parent / "attacks"
+    args = [a.replace("attacks", str(results)) if a.startswith("attacks") else a for a in command]
+    if command == ["report"]:
+        args += ["--results", str(results)]
+    r = _invoke(*args, "--format", "markdown", "--out", str(tmp_path))
+    assert r.exit_code == 1 and _one_error_line(r, f"cannot write {tmp_path}"), r.output

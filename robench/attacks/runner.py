@@ -219,6 +219,7 @@ def _resumable(out: Path, header: dict[str, Any], force: bool) -> dict[str, Any]
     old = read_result(out)
     if old["status"] == "complete":
         raise ResultExistsError(f"{out} is a finished result; pass --force to run it again")
+    old["provenance"] = {k: v for k, v in old["provenance"].items() if k != "root"}  # an older robench stored it
     for key in ("model", "act", "dataset", "attack", "attack_config", "run", "checkpoint", "provenance", "seed"):
         if old.get(key) != header[key]:
             raise ResultError(f"{out} is an unfinished run with a different {key}; pass --force to start over")
