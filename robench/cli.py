@@ -118,6 +118,8 @@ def train(
         f"{result.path}: clean test accuracy {result.test_accuracy:.4f} "
         f"(error {100 * (1 - result.test_accuracy):.2f} %), {result.wall_time_s:.0f} s{resumed}"
     )
+    if result.stored:
+        _console().print(f"stored: {result.path} was already trained with this config; pass --force to train it again")
 
 
 @app.command()
@@ -188,7 +190,7 @@ def attack(
 ) -> None:
     """Attack a trained model and write one JSON result (resumes an interrupted run)."""
     from .attacks.options import attack_options
-    from .attacks.runner import AttackRun, run_attack, summary_rows
+    from .attacks.runner import AttackRun, ResultExistsError, run_attack, summary_rows
 
     def go() -> Any:
         given = {"pixels": pixels, "population": population, "generations": generations, "mutation": mutation,
@@ -197,9 +199,13 @@ def attack(
                  "members": members, "l2-budget": l2_budget}
         run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=attack_options(attack, given),
                         images=images, repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
-        return run_attack(run, out=out, data_dir=data_dir, device=device, force=force, show_progress=not quiet)
+        try:
+            return (*run_attack(run, out=out, data_dir=data_dir, device=device, force=force, show_progress=not quiet),
+                    False)
+        except ResultExistsError as stored:  # like make: what is there is shown, not recomputed
+            return stored.path, stored.result, True
 
-    path, result = run_guarded(go)
+    path, result, stored = run_guarded(go)
     table = Table(title=f"{model} {act} {dataset}: {attack} on {len(result['image_set']['indices'])} images "
                         f"(drawn {result['image_set']['drawn']})")
     for col in ("setting", "successes", "success rate", "avg|Z_true - Z_adv|", "repeats"):
@@ -209,30 +215,44 @@ def attack(
         table.add_row(row["setting"], f"{row['successes_mean']:.1f} ± {row['successes_std']:.1f}",
                       f"{row['success_rate_mean']:.3f}", z, str(row["repeats"]))
     _console().print(table)
-    _console().print(f"wrote {path}")
+    _console().print(f"stored: {path}; pass --force to run it again" if stored else f"wrote {path}")
 
 
 @app.command()
 def report(
     results: Path = typer.Option(Path("attacks"), help="folder of result JSON files"),
-    format: str = typer.Option("table", "--format", help="table, markdown, csv or json"),
+    format: str = typer.Option("table", "--format", help="table, markdown, csv, json or html (one offline page with "
+                                                          "plots and a gallery; to stdout without --out)"),
     out: Path = typer.Option(None, help="write to this file instead of stdout"),
+    checkpoints: Path = typer.Option(Path("checkpoints"), help="checkpoint folder for the seed statistics (html)"),
+    seeds: Path = typer.Option(None, help="multi-seed result folder, e.g. attacks/seeds: adds seed statistics (html)"),
 ) -> None:
     """Tables like the paper's Tables 2-4 from stored results, with the paper's numbers beside."""
     from .report import RENDERERS, build_report, render_rich
 
-    if format not in (*RENDERERS, "table"):
-        _fail(f"unknown format {format!r}; known: table, {', '.join(RENDERERS)}")
+    if format not in (*RENDERERS, "table", "html"):
+        _fail(f"unknown format {format!r}; known: table, {', '.join(RENDERERS)}, html")
+    if seeds is not None and format != "html":
+        _fail("--seeds needs --format html (robench stats shows seed statistics alone)")
+    if format == "html" and out is not None:  # the page takes seconds to draw: fail before, not after
+        from .storage import check_writable
+
+        run_guarded(lambda: check_writable(out, "report"))
     rep = run_guarded(lambda: build_report(results))
     if not rep.tables:
         _fail(f"no finished results in {results}")
     if format == "table":
         if out is not None:
-            _fail("--out needs --format markdown, csv or json")
+            _fail("--out needs --format markdown, csv, json or html")
         for item in render_rich(rep):
             _console().print(item)
         return
-    text = RENDERERS[format](rep)
+    if format == "html":
+        from .html_report import render_html
+
+        text = run_guarded(lambda: render_html(rep, results, seeds=seeds, checkpoints=checkpoints))
+    else:
+        text = RENDERERS[format](rep)
     _emit(text, out)
 
 
@@ -380,6 +400,21 @@ def verify(
         raise typer.Exit(1)
     note = f"; {len(legacy)} checked on their clean side only" if legacy else ""
     _console().print(f"all {len(done)} results verify{note}")
+
+
+@app.command()
+def show(
+    result: Path = typer.Argument(..., help="result JSON file"),
+    out: Path = typer.Option(..., help="PNG to write"),
+    images: int = typer.Option(8, help="successful images to show, the first ones of the repeat"),
+    setting: str = typer.Option(None, help="setting label, e.g. 3px or eps=0.02 (default: the first)"),
+    repeat: int = typer.Option(0, help="repeat number"),
+    data_dir: Path = typer.Option(None),
+) -> None:
+    """Clean and adversarial images side by side, rebuilt from a stored result (needs robench[plot])."""
+    from .gallery import gallery
+
+    _console().print(f"wrote {run_guarded(lambda: gallery(result, out, images, setting, repeat, data_dir))}")
 
 
 plot_app = typer.Typer(no_args_is_help=True, help="PNG figures from checkpoints' sidecars and results (needs robench[plot]).")

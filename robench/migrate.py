@@ -1,9 +1,10 @@
 """Bring result files made by an older robench up to what this one stores, without rerunning them.
 
-Two steps, each recorded in the result's ``migrations`` list:
+Three steps, each recorded in the result's ``migrations`` list:
 
 - ``provenance.root`` (an absolute folder of the machine that ran it) is dropped: data are
   compared by fingerprint only.
+- A result under its pre-hash default name moves to today's name, which adds the settings hash.
 - With ``replay``, repeats that stored no adversarials are re-run from their recorded seeds on the
   recorded checkpoint and images, and their adversarials are stored only when ``verify`` finds every
   stored label, verdict, probability and norm reproduced; a result that does not reproduce is left
@@ -15,6 +16,7 @@ Run it as ``python -m robench.migrate [--replay] attacks/ attacks/seeds/``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,8 +27,9 @@ import torch
 from .adversarials import Store, keep, npz_path, repeat_key
 from .attacks import get_attack
 from .attacks.base import AttackOutcome
+from .attacks.runner import AttackRun
 from .config import config_from_dict
-from .errors import RobenchError
+from .errors import ResultError, RobenchError
 from .results import read_result, write_result
 from .storage import resolve_device
 from .verify import _Data, result_files, verify_result
@@ -50,6 +53,10 @@ def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
     done: list[str] = []
     if drop_root(res):
         done.append(DROPPED_ROOT)
+    renamed = rename(path, res)
+    if renamed != path:
+        done.append(f"renamed from {path.name} (the settings hash joined the name)")
+        path = renamed
     replayed: list[tuple[int, int, AttackOutcome, torch.Tensor]] = []
     if replay:
         v = verify_result(path, data, device, replay=True, on_replay=lambda *a: replayed.append(a))
@@ -65,7 +72,24 @@ def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
         return "up to date"
     _record(res, done)
     write_result(path, res)
-    return "; ".join(done)
+    return f"{path.name}: " + "; ".join(done)
+
+
+def rename(path: Path, res: dict[str, Any]) -> Path:
+    """Move a result from its pre-hash default name (``...-seed0.json``) to today's
+    (``...-seed0-<hash>.json``), with its ``.npz``; a name chosen with ``--out`` stays. The JSON is
+    written under the new name before the old one goes, so a crash leaves a copy, never nothing."""
+    new = path.with_name(AttackRun(**res["run"]).result_name())
+    if new == path or path.name != new.name.rsplit("-", 1)[0] + ".json":
+        return path
+    if new.exists():
+        raise ResultError(f"cannot rename {path} to {new.name}: that file exists")
+    if npz_path(path).exists():
+        os.replace(npz_path(path), npz_path(new))
+        res["adversarials"]["file"] = npz_path(new).name
+    write_result(new, res)
+    path.unlink()
+    return new
 
 
 def _store(path: Path, res: dict[str, Any], replayed: list[tuple[int, int, AttackOutcome, torch.Tensor]]) -> None:

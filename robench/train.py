@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .activations import Activation, activation_factory, activation_state
-from .checkpoints import DEFAULT_DIR, save_checkpoint, sidecar_path
+from .checkpoints import DEFAULT_DIR, read_meta, save_checkpoint, sidecar_path
 from .config import TrainConfig, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
 from .errors import CheckpointError
@@ -36,6 +36,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     wall_time_s: float
     resumed_from_epoch: int
+    stored: bool = False  # the checkpoint was already there, trained with this config: nothing ran
 
 
 def model_args_for(config: TrainConfig) -> ModelArgs:
@@ -103,7 +104,7 @@ def train(
     dev = resolve_device(device)
     out = Path(out) if out else DEFAULT_DIR / f"{config.run_name}.pt"
     if out.exists() and not resume_path(out).exists() and not force:
-        raise CheckpointError(f"{out} exists; pass --force to train it again, or --out another path")
+        return _stored(out, config)
     for path, what in ((out, "checkpoint"), (sidecar_path(out), "checkpoint sidecar"), (resume_path(out), "resume file")):
         check_writable(path, what)  # before an epoch is spent, not after
     train_split, prov = load_split(config.dataset, True, data_dir, download)
@@ -177,6 +178,20 @@ def train(
     save_checkpoint(out, model, args, config.dataset, meta)
     resume.unlink(missing_ok=True)
     return TrainResult(out, history[-1]["test_accuracy"], history, wall, first_epoch)
+
+
+def _stored(out: Path, config: TrainConfig) -> TrainResult:
+    """The finished checkpoint at ``out``, when it was trained with ``config`` (like make: asking
+    again for what is there is not an error); another config there is one."""
+    meta = read_meta(out)  # checks the sidecar belongs to the .pt
+    stored_cfg = meta.get("train_config")
+    if stored_cfg != config_to_dict(config):
+        differ = sorted(k for k in config_to_dict(config) if (stored_cfg or {}).get(k) != config_to_dict(config)[k])
+        raise CheckpointError(f"{out} exists, trained with another {', '.join(differ) or 'config'}; pass --force to "
+                              "train it again, or --out another path")
+    history = meta.get("history") or [{}]
+    return TrainResult(out, float(meta["clean_test_accuracy"]), history, float(meta.get("wall_time_s", 0.0)),
+                       int(meta.get("resumed_from_epoch", 0)), stored=True)
 
 
 def _rounded(state: dict[str, dict[str, list]]) -> dict[str, dict[str, list]]:

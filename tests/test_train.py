@@ -41,7 +41,9 @@ def test_finished_checkpoint_is_not_overwritten_without_force(fake_data, tmp_pat
     out = tmp_path / "m.pt"
     train(_cfg(epochs=1), out=out, data_dir=fake_data, device="cpu")
     before = out.read_bytes()
-    with pytest.raises(CheckpointError, match="--force"):
+    again = train(_cfg(epochs=1), out=out, data_dir=fake_data, device="cpu")  # the same config: shown, not rerun
+    assert again.stored and again.test_accuracy == json.loads(out.with_suffix(".json").read_text())["clean_test_accuracy"]
+    with pytest.raises(CheckpointError, match="another seed; pass --force"):
         train(_cfg(epochs=1, seed=5), out=out, data_dir=fake_data, device="cpu")
     assert out.read_bytes() == before
     train(_cfg(epochs=1, seed=5), out=out, data_dir=fake_data, device="cpu", force=True)

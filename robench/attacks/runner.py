@@ -9,6 +9,8 @@ repeat can be rerun alone and a resumed run equals an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,14 +60,28 @@ class AttackRun:
         return Path(self.checkpoint) if self.checkpoint else default_checkpoint(self.model, self.act, self.dataset)
 
     def result_name(self) -> str:
-        """``<checkpoint stem>--<attack><tag>-seed<seed>.json``; the tag (``3px``, ``-linf``) holds the
-        settings that split one attack into several files (AttackSpec.tag)."""
+        """``<checkpoint stem>--<attack><tag>-seed<seed>-<hash>.json``: the tag (``3px``, ``-linf``) says
+        what splits one attack into several files (AttackSpec.tag), the hash covers everything else
+        that changes the numbers, so a 20-image run never meets the 100-image one."""
         tag = get_attack(self.attack).tag(self.attack_config())
-        return f"{self.checkpoint_path().stem}--{self.attack}{tag}-seed{self.seed}.json"
+        return f"{self.checkpoint_path().stem}--{self.attack}{tag}-seed{self.seed}-{self.settings_hash()}.json"
+
+    def settings_hash(self) -> str:
+        """Six hex digits of the sha256 of the image count, the repeats that run and the full attack
+        config (the checkpoint and seed are in the name already)."""
+        repeats = 1 if get_attack(self.attack).deterministic else self.repeats
+        key = {"images": self.images, "repeats": repeats, "attack_config": config_to_dict(self.attack_config())}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:6]
 
 
 class ResultExistsError(ResultError):
-    """A finished result is already there; pass force to overwrite it."""
+    """A finished result of this very run is already there (``result``); like make, asking for it
+    again shows it. Pass force to run it again."""
+
+    def __init__(self, message: str, path: Path, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.path = path
+        self.result = result
 
 
 class DegenerateModelError(RobenchError):
@@ -217,12 +233,15 @@ def _resumable(out: Path, header: dict[str, Any], force: bool) -> dict[str, Any]
     if not out.exists() or force:
         return None
     old = read_result(out)
-    if old["status"] == "complete":
-        raise ResultExistsError(f"{out} is a finished result; pass --force to run it again")
-    old["provenance"] = {k: v for k, v in old["provenance"].items() if k != "root"}  # an older robench stored it
+    finished = old["status"] == "complete"
+    provenance = {k: v for k, v in old["provenance"].items() if k != "root"}  # an older robench stored root
     for key in ("model", "act", "dataset", "attack", "attack_config", "run", "checkpoint", "provenance", "seed"):
-        if old.get(key) != header[key]:
-            raise ResultError(f"{out} is an unfinished run with a different {key}; pass --force to start over")
+        if (provenance if key == "provenance" else old.get(key)) != header[key]:
+            what = "a finished result" if finished else "an unfinished run"
+            raise ResultError(f"{out} is {what} with a different {key}; pass --force to "
+                              f"{'replace it' if finished else 'start over'}")
+    if finished:
+        raise ResultExistsError(f"{out} is stored; pass --force to run it again", out, old)
     return old
 
 
