@@ -27,6 +27,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TABLE_TAGS = ("table", "thead", "tbody", "tr", "td", "th")
 
 
+def committed(act: str, attack: str) -> str:
+    """The committed lenet5 seed-0 result of ``attack`` on ``act`` (any settings hash in its name)."""
+    (path,) = ATTACKS.glob(f"lenet5-{act}-cifar10-s0--{attack}-seed0*.json")
+    return path.name
+
+
 class Page(HTMLParser):
     """What the tests look at: table tags balanced, tables by their heading, every link and image."""
 
@@ -115,7 +121,7 @@ def test_page_is_well_formed_and_offline(page):
 def test_page_holds_the_reports_numbers(page):
     _, parsed = page
     assert "Table 2: few-pixel DE attack, successes" in parsed.tables
-    stored = json.loads((ATTACKS / "lenet5-relu-cifar10-s0--pixel1px-seed0.json").read_text())
+    stored = json.loads((ATTACKS / committed("relu", "pixel1px")).read_text())
     agg = stored["settings"][0]["aggregate"]
     cell = parsed.column("Table 2: few-pixel DE attack, successes", "relu", "1px")
     assert cell.startswith(f"{agg['successes_mean']:.1f} ± {agg['successes_std']:.1f}")
@@ -127,7 +133,8 @@ def test_page_holds_the_reports_numbers(page):
     for note in build_report(ATTACKS).notes:
         assert note in text
     assert "lower bound" in text and "data_official" in text and "2026-01-02 03:04 UTC" in text
-    assert "20 result files" in text and "torch versions" in text and "2.14.1" in text
+    assert f"{len(list(ATTACKS.glob('*.json')))} result files" in text
+    assert f"torch versions the results were made with: {stored['versions']['torch']}" in text
 
 
 def test_images_are_png_data_uris(page):
@@ -151,7 +158,7 @@ def _copy(results: Path, names: list[str], edit=None) -> Path:
 
 def test_text_is_escaped_and_plots_name_their_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(html_report, "have_matplotlib", lambda: False)
-    results = _copy(tmp_path / "a<b>&c", ["lenet5-relu-cifar10-s0--fgsm-seed0.json"])
+    results = _copy(tmp_path / "a<b>&c", [committed("relu", "fgsm")])
     text = render_html(build_report(results), results, now=NOW)
     parsed = Page(text)
     assert "b" not in parsed.tags and "a&lt;b&gt;&amp;c" in text and "a<b>&c" in "".join(parsed.text)
@@ -165,37 +172,44 @@ def _stored(data: dict) -> None:
             rep["stored"] = "pixels"
 
 
+def _unstored(data: dict) -> None:
+    for setting in data["settings"]:
+        for rep in setting["repeats"]:
+            rep.pop("stored", None)
+            for record in rep["images"]:
+                record.pop("pixels", None)
+
+
 def test_gallery_embeds_one_pixel_result_per_model(tmp_path, monkeypatch):
     monkeypatch.setattr(html_report, "have_matplotlib", lambda: False)
-    names = ["lenet5-relu-cifar10-s0--pixel1px-seed0.json", "lenet5-sapl-cifar10-s0--pixel1px-seed0.json",
-             "lenet5-relu-cifar10-s0--fgsm-seed0.json"]
+    names = [committed("relu", "pixel1px"), committed("sapl", "pixel1px"), committed("relu", "fgsm")]
     results = _copy(tmp_path / "r", names, _stored)
     drawn = []
     monkeypatch.setattr(html_report, "gallery_png", lambda path: drawn.append(path.name) or PNG_MAGIC)
     parsed = Page(render_html(build_report(results), results, now=NOW))
-    assert drawn == ["lenet5-relu-cifar10-s0--pixel1px-seed0.json"]  # the ReLU row's DE result, not FGSM's
+    assert drawn == [committed("relu", "pixel1px")]  # the ReLU row's DE result, not FGSM's
     assert parsed.images == ["data:image/png;base64," + base64.b64encode(PNG_MAGIC).decode()]
 
 
 def test_gallery_absent_or_failing_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(html_report, "have_matplotlib", lambda: False)
-    results = _copy(tmp_path / "r", ["lenet5-relu-cifar10-s0--pixel1px-seed0.json"], _stored)
+    results = _copy(tmp_path / "r", [committed("relu", "pixel1px")], _stored)
     monkeypatch.setitem(sys.modules, "robench.gallery", None)  # `from .gallery import gallery` raises ImportError
     text = render_html(build_report(results), results, now=NOW)
     assert "needs robench.gallery" in text and Page(text).images == []
     monkeypatch.setattr(html_report, "gallery_png", lambda path: (_ for _ in ()).throw(
         html_report.ResultError("no data <here>")))
     text = render_html(build_report(results), results, now=NOW)
-    assert "no gallery of lenet5-relu-cifar10-s0--pixel1px-seed0.json: no data &lt;here&gt;" in text
-    committed = render_html(build_report(_copy(tmp_path / "plain", ["lenet5-relu-cifar10-s0--pixel1px-seed0.json"])),
-                            tmp_path / "plain", now=NOW)
-    assert "stores its adversarials" in committed  # the committed files predate stored adversarials
+    assert f"no gallery of {committed('relu', 'pixel1px')}: no data &lt;here&gt;" in text
+    plain = _copy(tmp_path / "plain", [committed("relu", "pixel1px")], _unstored)
+    text = render_html(build_report(plain), plain, now=NOW)
+    assert "stores its adversarials" in text and Page(text).images == []
 
 
 def test_seed_statistics_only_when_asked(page, tmp_path, monkeypatch):
     monkeypatch.setattr(html_report, "have_matplotlib", lambda: False)
     assert 'id="seeds"' not in page[0]
-    results = _copy(tmp_path / "r", ["lenet5-relu-cifar10-s0--fgsm-seed0.json"])
+    results = _copy(tmp_path / "r", [committed("relu", "fgsm")])
     parsed = Page(render_html(build_report(results), results, seeds=ATTACKS / "seeds", checkpoints=ROOT / "checkpoints",
                               now=NOW))
     assert parsed.unbalanced == [] and "Attack successes across training seeds (mean over repeats per seed)" in parsed.tables
