@@ -76,11 +76,13 @@ def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
 
 
 def rename(path: Path, res: dict[str, Any]) -> Path:
-    """Move a result from its pre-hash default name (``...-seed0.json``) to today's
-    (``...-seed0-<hash>.json``), with its ``.npz``; a name chosen with ``--out`` stays. The JSON is
-    written under the new name before the old one goes, so a crash leaves a copy, never nothing."""
+    """Move a result from an older default name (``...-seed0.json``, or another settings hash) to
+    today's (``...-seed0-<hash>.json``), with its ``.npz``; a name chosen with ``--out`` stays. The
+    JSON is written under the new name before the old one goes, so a crash leaves a copy, never
+    nothing."""
     new = path.with_name(AttackRun(**res["run"]).result_name())
-    if new == path or path.name != new.name.rsplit("-", 1)[0] + ".json":
+    base = new.stem.rsplit("-", 1)[0]
+    if new == path or base not in (path.stem, path.stem.rsplit("-", 1)[0]):
         return path
     if new.exists():
         raise ResultError(f"cannot rename {path} to {new.name}: that file exists")

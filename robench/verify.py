@@ -146,7 +146,8 @@ def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = 
     settings = spec.settings(config)
     _compare(v, "settings", "labels", [s["label"] for s in res["settings"]], [label for label, _ in settings][:len(res["settings"])])
     for s_idx, (entry, (label, setting)) in enumerate(zip(res["settings"], settings)):
-        _compare(v, label, "config", entry["config"], config_to_dict(setting))
+        found = config_to_dict(setting)  # options added since the result was made hold their defaults
+        _compare(v, label, "config", entry["config"], {k: found.get(k) for k in entry["config"]})
         for r_idx, rep in enumerate(entry["repeats"]):
             where = f"{label} repeat {rep['repeat']}"
             adv = _adversarials(v, store, repeat_key(s_idx, rep["repeat"]), rep, images, labels, model, spec, setting,

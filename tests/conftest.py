@@ -83,3 +83,12 @@ def fake_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _no_download(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach the network, whatever machine they run on."""
     monkeypatch.setattr("robench.data._network_reaches", lambda host, timeout=3.0: False)
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "attacks"
+
+
+def committed_result(stem: str, folder: str = "") -> Path:
+    """The committed result ``attacks/[folder/]<stem>-<hash>.json`` (names end in a settings hash)."""
+    (path,) = [p for p in (COMMITTED / folder).glob(f"{stem}*.json") if stem in (p.stem, p.stem.rsplit("-", 1)[0])]
+    return path

@@ -12,6 +12,7 @@ from robench.check import check, update_baseline
 from robench.cli import app
 from robench.config import TrainConfig
 from robench.report import build_report, render_csv, render_json, render_markdown
+from tests.conftest import committed_result as _committed
 from robench.results import read_result
 from robench.errors import ConfigError
 from robench.suite import load_suite, run_suite
@@ -187,7 +188,9 @@ def test_suite_trains_missing_checkpoints_per_seed(tmp_path):
     trained = []
     done = run_suite(suite, data_dir=root, device="cpu", on_train=lambda p, w: trained.append(p.name))
     assert trained == ["lenet5-relu-cifar10-s3.pt", "lenet5-relu-cifar10-s4.pt"]
-    assert sorted(p.name for p, _ in done) == ["lenet5-relu-cifar10-s3--fgsm-seed0.json", "lenet5-relu-cifar10-s4--fgsm-seed0.json"]
+    names = sorted(p.name for p, _ in done)
+    assert [n.rsplit("-", 1)[0] for n in names] == ["lenet5-relu-cifar10-s3--fgsm-seed0", "lenet5-relu-cifar10-s4--fgsm-seed0"]
+    assert names[0].rsplit("-", 1)[1] == names[1].rsplit("-", 1)[1]  # the same settings: the same hash
     meta = json.loads((tmp_path / "ck" / "lenet5-relu-cifar10-s4.json").read_text())
     assert meta["train_config"]["seed"] == 4 and meta["train_config"]["epochs"] == 1
     trained.clear()
@@ -254,9 +257,9 @@ def _mixed_folder(folder: Path, broken: dict = BROKEN) -> Path:
     """Two good committed FGSM results (relu, sapl) and one malformed copy of relu's per entry of ``broken``."""
     folder.mkdir()
     for act in ("relu", "sapl"):
-        shutil.copy(ATTACKS / f"lenet5-{act}-cifar10-s0--fgsm-seed0.json", folder)
+        shutil.copy(_committed(f"lenet5-{act}-cifar10-s0--fgsm-seed0"), folder)
     for name, (edit, _) in broken.items():
-        res = json.loads((ATTACKS / "lenet5-relu-cifar10-s0--fgsm-seed0.json").read_text())
+        res = json.loads(_committed("lenet5-relu-cifar10-s0--fgsm-seed0").read_text())
         edit(res)
         (folder / name).write_text(json.dumps(res))
     return folder

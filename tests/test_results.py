@@ -12,9 +12,10 @@ import pytest
 
 from robench.errors import ResultError
 from robench.results import list_results, read_result, warn_skipped
+from tests.conftest import committed_result
 
 ATTACKS = Path(__file__).resolve().parents[1] / "attacks"
-GOOD = ATTACKS / "lenet5-relu-cifar10-s0--fgsm-seed0.json"  # 4 settings of 1 repeat, 100 images each
+GOOD = committed_result("lenet5-relu-cifar10-s0--fgsm-seed0")  # 4 settings of 1 repeat, 100 images each
 
 
 def good() -> dict[str, Any]:

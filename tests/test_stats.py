@@ -27,7 +27,9 @@ def fake_checkpoint(folder, model, act, seed, error, epochs=8, dataset="cifar10"
     stem.with_suffix(".json").write_text(json.dumps(meta))
 
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "attacks" / "seeds" / "lenet5-relu-cifar10-s0--pixel1px-seed0.json"
+from tests.conftest import committed_result  # noqa: E402
+
+TEMPLATE = committed_result("lenet5-relu-cifar10-s0--pixel1px-seed0", "seeds")
 
 
 def fake_result(folder, act, seed, successes, status="complete", tag=None):

@@ -67,11 +67,21 @@ class AttackRun:
         return f"{self.checkpoint_path().stem}--{self.attack}{tag}-seed{self.seed}-{self.settings_hash()}.json"
 
     def settings_hash(self) -> str:
-        """Six hex digits of the sha256 of the image count, the repeats that run and the full attack
-        config (the checkpoint and seed are in the name already)."""
+        """Six hex digits of the sha256 of the image count, the repeats that run and every attack
+        config field that differs from its default (the checkpoint and seed are in the name already).
+        Defaults stay out so that an option added later does not rename every stored result."""
+        config = self.attack_config()
+        changed = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                   if getattr(config, f.name) != _default(f)}
         repeats = 1 if get_attack(self.attack).deterministic else self.repeats
-        key = {"images": self.images, "repeats": repeats, "attack_config": config_to_dict(self.attack_config())}
+        key = {"images": self.images, "repeats": repeats, "attack_config": changed}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 class ResultExistsError(ResultError):
