@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,3 +95,20 @@ def committed_result(stem: str, folder: str = "") -> Path:
     """The committed result ``attacks/[folder/]<stem>-<hash>.json`` (names end in a settings hash)."""
     (path,) = [p for p in (COMMITTED / folder).glob(f"{stem}*.json") if stem in (p.stem, p.stem.rsplit("-", 1)[0])]
     return path
+
+
+def copy_result(src: Path, dst: Path, name: str) -> Path:
+    """Copy result ``src/<name>.json`` and its ``.adv.npz`` (when there is one) into ``dst``."""
+    from robench.adversarials import npz_path
+
+    shutil.copy(src / f"{name}.json", dst / f"{name}.json")
+    if npz_path(src / f"{name}.json").exists():
+        shutil.copy(npz_path(src / f"{name}.json"), npz_path(dst / f"{name}.json"))
+    return dst / f"{name}.json"
+
+
+def edit_json(path: Path, fn: Any) -> None:
+    """Rewrite the JSON file ``path`` after ``fn`` changed its parsed content in place."""
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))

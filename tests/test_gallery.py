@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from robench.errors import ResultError, WriteError
 from robench.gallery import _figure, gallery, gallery_png, load_gallery
 from robench.plot import _pyplot
 from robench.train import train
+from tests.conftest import copy_result, edit_json
 
 pytest.importorskip("matplotlib")
 
@@ -58,16 +58,10 @@ def made(tmp_path_factory):
 
 def _copy(made, tmp_path, name):
     _, out = made
-    shutil.copy(out / f"{name}.json", tmp_path / f"{name}.json")
-    if npz_path(out / f"{name}.json").exists():
-        shutil.copy(npz_path(out / f"{name}.json"), npz_path(tmp_path / f"{name}.json"))
-    return tmp_path / f"{name}.json"
+    return copy_result(out, tmp_path, name)
 
 
-def _edit(path, fn):
-    data = json.loads(path.read_text())
-    fn(data)
-    path.write_text(json.dumps(data))
+_edit = edit_json
 
 
 def _records(made, name, setting=0, repeat=0):

@@ -9,6 +9,7 @@ from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
 from robench.config import TrainConfig
 from robench.train import train
+from tests.conftest import copy_result, edit_json
 from robench.verify import verify_results
 
 
@@ -37,16 +38,10 @@ def made(tmp_path_factory):
 
 def _copy(made, tmp_path, name):
     _, _, out = made
-    shutil.copy(out / f"{name}.json", tmp_path / f"{name}.json")
-    if npz_path(out / f"{name}.json").exists():
-        shutil.copy(npz_path(out / f"{name}.json"), npz_path(tmp_path / f"{name}.json"))
-    return tmp_path / f"{name}.json"
+    return copy_result(out, tmp_path, name)
 
 
-def _edit(path, fn):
-    data = json.loads(path.read_text())
-    fn(data)
-    path.write_text(json.dumps(data))
+_edit = edit_json
 
 
 def test_fresh_results_verify_and_store_what_they_should(made):
