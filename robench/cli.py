@@ -178,6 +178,8 @@ def attack(
     loss: str = typer.Option(None, help="pgd: ce (default) or margin"),
     members: str = typer.Option(None, help="ensemble: comma-separated attacks, cheap first (e.g. de,sparse_rs)"),
     l2_budget: float = typer.Option(None, help="cw: L2 budget a success must stay within"),
+    forward: str = typer.Option(None, help="pixel, sparse_rs: the search's forward: auto (compiled for large "
+                                           "searches), eager or compiled"),
     images: int = typer.Option(100, help="correctly classified test images to attack"),
     repeats: int = typer.Option(5, help="independent repeats (random attacks only)"),
     seed: int = typer.Option(0, help="seeds the image set and every repeat"),
@@ -196,7 +198,7 @@ def attack(
         given = {"pixels": pixels, "population": population, "generations": generations, "mutation": mutation,
                  "strategy": strategy, "crossover": crossover, "crossover-rate": crossover_rate, "queries": queries,
                  "p-init": p_init, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts, "loss": loss,
-                 "members": members, "l2-budget": l2_budget}
+                 "members": members, "l2-budget": l2_budget, "forward": forward}
         run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=attack_options(attack, given),
                         images=images, repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
         try:

@@ -30,6 +30,7 @@ class AttackOutcome:
     adversarial: Tensor
     queries: Tensor
     details: dict[str, list[Any]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # facts of the run, not per image (the forward used)
 
 
 AttackFn = Callable[[nn.Module, Tensor, Tensor, Any, torch.Generator], AttackOutcome]

@@ -30,6 +30,7 @@ OPTION_FIELDS: dict[str, dict[str, str]] = {
     "loss": {"pgd": "loss"},
     "members": {"ensemble": "members"},
     "l2-budget": {"cw": "l2_budget"},
+    "forward": {"pixel": "forward", "sparse_rs": "forward"},
 }
 
 

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
-from robench.attacks.candidates import BOUNDS, EvalMode, evaluate, paint, pixel_records, pixel_upper
+from robench.attacks.candidates import (BOUNDS, FORWARDS, EvalMode, evaluate, paint, pixel_records, pixel_upper,
+                                        search_forward)
 from robench.attacks.candidates import forward_batch as _forward_batch
 
 # v = base + F * (x_a -/+ x_b). "literal" is the paper's printed eq. 6, almost surely a typo:
@@ -58,8 +59,11 @@ class PixelAttackConfig:
     # Most candidate images in one forward pass; None picks 512 on a CPU and 8192 on a GPU
     # (candidates.forward_batch says why).
     max_batch: int | None = None
+    forward: str = "auto"  # the search's forward: auto, eager or compiled (candidates.search_forward)
 
     def __post_init__(self) -> None:
+        if self.forward not in FORWARDS:
+            raise ValueError(f"unknown forward {self.forward!r}; known: {', '.join(FORWARDS)}")
         if self.pixels < 1:
             raise ValueError(f"pixels must be >= 1, got {self.pixels}")
         if self.population < 4:
@@ -165,12 +169,13 @@ def pixel_attack(
     def draw_uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
+    fwd = search_forward(model, config.forward, n * p * (config.generations + 1), images[:2])
     with EvalMode(model):
         queries = torch.full((n,), p, dtype=torch.int64, device=device)
         winner = torch.zeros(n, k, 2 + c, device=device)  # the candidate each image ends with
         idx = torch.arange(n, device=device)  # original index of each active image
         pop = draw_uniform(n, p, k, 2 + c) * upper
-        fit, fooled = evaluate(model, images, labels, pop, "prob", chunk)
+        fit, fooled = evaluate(model, images, labels, pop, "prob", chunk, fwd.fn)
         trial = pop
         for generation in range(config.generations + 1):
             hit = fooled.any(1)  # (A,)
@@ -187,10 +192,11 @@ def pixel_attack(
                 mutant = mutate(pop, r1, r2, r3, config.f, config.mutation)
             mutant = BOUNDS[config.bounds](mutant, upper)
             trial = crossover(pop, mutant, config.rate, generator) if config.crossover == "pixel" else mutant
-            trial_fit, fooled = evaluate(model, images[idx], labels[idx], trial, "prob", chunk)
+            trial_fit, fooled = evaluate(model, images[idx], labels[idx], trial, "prob", chunk, fwd.fn)
             queries[idx] += p
             better = trial_fit <= fit
             pop = torch.where(better[..., None, None], trial, pop)
             fit = torch.where(better, trial_fit, fit)
         winner[idx] = pop[torch.arange(len(idx), device=device), fit.argmin(1)]
-    return AttackOutcome(adversarial=paint(images, winner), queries=queries, details={"pixels": pixel_records(winner)})
+    return AttackOutcome(adversarial=paint(images, winner), queries=queries, details={"pixels": pixel_records(winner)},
+                         meta=fwd.meta())

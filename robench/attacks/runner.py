@@ -202,11 +202,11 @@ def run_attack(
                 start = time.perf_counter()
                 outcome = spec.fn(model, images, labels, setting, torch.Generator().manual_seed(seed))
                 verdict = judge(model, images, labels, outcome, **spec.budget(setting))
-                elapsed = time.perf_counter() - start
+                elapsed = time.perf_counter() - start - outcome.meta.get("compile_s", 0.0)  # compiling is not attacking
                 kept = keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting))
                 entry["repeats"].append(repeat_summary(verdict) | {
                     "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
-                    "queries_total": int(outcome.queries.sum()), **kept,
+                    "queries_total": int(outcome.queries.sum()), **kept, **outcome.meta,
                     "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu(), outcome.details),
                 })
                 result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)

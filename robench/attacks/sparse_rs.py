@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
-from robench.attacks.candidates import EvalMode, evaluate, forward_batch, paint, pixel_records
+from robench.attacks.candidates import FORWARDS, EvalMode, evaluate, forward_batch, paint, pixel_records, search_forward
 
 # The paper's L0 schedule: iteration (on a 10,000-query scale) above which p_init is divided by
 # the factor, read in order; below the first threshold p = p_init.
@@ -38,8 +38,11 @@ class SparseRSConfig:
     # Most candidate images in one forward pass (None: 512 on a CPU, 8192 on a GPU). One candidate
     # per image per iteration, so this only binds for more images than that.
     max_batch: int | None = None
+    forward: str = "auto"  # the search's forward: auto, eager or compiled (candidates.search_forward)
 
     def __post_init__(self) -> None:
+        if self.forward not in FORWARDS:
+            raise ValueError(f"unknown forward {self.forward!r}; known: {', '.join(FORWARDS)}")
         if self.pixels < 1:
             raise ValueError(f"pixels must be >= 1, got {self.pixels}")
         if self.queries < 1:
@@ -98,12 +101,13 @@ def sparse_rs_attack(
     labels = labels.to(device)
     chunk = forward_batch(config.max_batch, device)
 
+    fwd = search_forward(model, config.forward, n * config.queries, images[:2])
     with EvalMode(model):
         empty = torch.zeros(n, 0, dtype=torch.int64, device=device)
         positions = _free_positions(empty, k, spots, generator)  # (N, k) distinct flat positions
         colours = _corners((n, k, c), generator, device)
         best = _encode(positions, colours, w)
-        margin, fooled = (t[:, 0] for t in evaluate(model, images, labels, best[:, None], "margin", chunk))
+        margin, fooled = (t[:, 0] for t in evaluate(model, images, labels, best[:, None], "margin", chunk, fwd.fn))
         queries = torch.ones(n, dtype=torch.int64, device=device)
         active = (~fooled).nonzero().flatten()
         for iteration in range(1, config.queries):
@@ -117,11 +121,12 @@ def sparse_rs_attack(
             new_col = colours[active].scatter(1, slots[..., None].expand(-1, -1, c), _corners((a, m, c), generator, device))
             proposal = _encode(new_pos, new_col, w)
             new_margin, new_fooled = (t[:, 0] for t in evaluate(model, images[active], labels[active],
-                                                                proposal[:, None], "margin", chunk))
+                                                                proposal[:, None], "margin", chunk, fwd.fn))
             queries[active] += 1
             take = (new_margin < margin[active]) | new_fooled
             won = active[take]
             positions[won], colours[won], best[won] = new_pos[take], new_col[take], proposal[take]
             margin[won] = new_margin[take]
             active = active[~new_fooled]
-    return AttackOutcome(adversarial=paint(images, best), queries=queries, details={"pixels": pixel_records(best)})
+    return AttackOutcome(adversarial=paint(images, best), queries=queries, details={"pixels": pixel_records(best)},
+                         meta=fwd.meta())
