@@ -169,7 +169,7 @@ def pixel_attack(
     def draw_uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
-    fwd = search_forward(model, config.forward, n * p * (config.generations + 1), images[:2])
+    fwd = search_forward(model, config.forward, n * p * (config.generations + 1), images[:2], chunk, fixed_batch=True)
     with EvalMode(model):
         queries = torch.full((n,), p, dtype=torch.int64, device=device)
         winner = torch.zeros(n, k, 2 + c, device=device)  # the candidate each image ends with

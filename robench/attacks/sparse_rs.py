@@ -101,7 +101,8 @@ def sparse_rs_attack(
     labels = labels.to(device)
     chunk = forward_batch(config.max_batch, device)
 
-    fwd = search_forward(model, config.forward, n * config.queries, images[:2])
+    # one proposal per standing image: the batch shrinks as images fall, so "auto" stays eager
+    fwd = search_forward(model, config.forward, n * config.queries, images[:2], min(n, chunk), fixed_batch=False)
     with EvalMode(model):
         empty = torch.zeros(n, 0, dtype=torch.int64, device=device)
         positions = _free_positions(empty, k, spots, generator)  # (N, k) distinct flat positions
