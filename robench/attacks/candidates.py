@@ -91,12 +91,13 @@ def _paint_into(out: Tensor, candidates: Tensor) -> Tensor:
 
 # The forward pass of a search: "eager" calls the model; "compiled" a torch.compile'd copy for one
 # static batch shape, smaller batches zero-padded up to it, so it compiles once per model, shape
-# and process. A dynamic-shape compile measured slower than eager on 2 CPU cores (0.89x in the
-# DE), the static one 1.85x at 512 images. "auto" compiles when the batch is fixed (the DE's chunks)
-# and the search's worst case is COMPILE_WORTH candidate images or more, which pays back the compile
-# (3-15 s for LeNet-5 on 2 CPU cores); Sparse-RS's batch (the images still standing) shrinks, so it
-# searches eager unless asked. judge() always runs eager float32, so a kernel that rounds
-# differently can steer a search but never count a success.
+# and process. On the 2 CPU cores here neither pays: a dynamic-shape compile ran the DE at 0.89x
+# eager, the static one at 0.99-1.16x (bench/search_forward.py; the forward alone is 1.6x, but the
+# convolutions, most of the time, are the same oneDNN calls either way), Sparse-RS padded at
+# 0.62-0.76x. So "auto" compiles only on a GPU, where fusing LeNet-size layers saves kernel launches
+# (not measured here yet), for the DE's fixed chunks of a search of COMPILE_WORTH candidate images or
+# more. judge() always runs eager float32, so a kernel that rounds differently can steer a search
+# but never count a success.
 FORWARDS = ("auto", "eager", "compiled")
 COMPILE_WORTH = 1_000_000
 _compiled: weakref.WeakKeyDictionary[nn.Module, dict[int, Callable[[Tensor], Tensor] | None]] = weakref.WeakKeyDictionary()
@@ -124,7 +125,8 @@ def search_forward(model: nn.Module, choice: str, budget: int, sample: Tensor, r
     ``rows`` images. Falls back to eager, logged once at debug level, where torch.compile fails."""
     if choice not in FORWARDS:
         raise ValueError(f"unknown forward {choice!r}; known: {', '.join(FORWARDS)}")
-    if choice == "eager" or (choice == "auto" and (budget < COMPILE_WORTH or not fixed_batch)):
+    worth = sample.device.type == "cuda" and fixed_batch and budget >= COMPILE_WORTH
+    if choice == "eager" or (choice == "auto" and not worth):
         return SearchForward(model, "eager")
     shapes = _compiled.setdefault(model, {})
     if rows in shapes:
