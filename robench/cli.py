@@ -180,6 +180,8 @@ def attack(
     l2_budget: float = typer.Option(None, help="cw: L2 budget a success must stay within"),
     forward: str = typer.Option(None, help="pixel, sparse_rs: the search's forward: auto (compiled for large "
                                            "searches), eager or compiled"),
+    search_dtype: str = typer.Option(None, help="pixel, sparse_rs: the search's precision: float32, bf16 or fp16 "
+                                                "(a GPU's; verdicts stay float32)"),
     images: int = typer.Option(100, help="correctly classified test images to attack"),
     repeats: int = typer.Option(5, help="independent repeats (random attacks only)"),
     seed: int = typer.Option(0, help="seeds the image set and every repeat"),
@@ -198,7 +200,8 @@ def attack(
         given = {"pixels": pixels, "population": population, "generations": generations, "mutation": mutation,
                  "strategy": strategy, "crossover": crossover, "crossover-rate": crossover_rate, "queries": queries,
                  "p-init": p_init, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts, "loss": loss,
-                 "members": members, "l2-budget": l2_budget, "forward": forward}
+                 "members": members, "l2-budget": l2_budget, "forward": forward,
+                 "search-dtype": search_dtype}
         run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=attack_options(attack, given),
                         images=images, repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
         try:

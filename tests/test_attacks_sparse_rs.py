@@ -106,14 +106,39 @@ def test_compiled_search_forward_agrees_with_eager_image_by_image():
                               torch.Generator().manual_seed(2))
         runs[forward] = (de, rs)
     for eager, compiled in zip(runs["eager"], runs["compiled"]):
-        assert compiled.meta["forward"] == "compiled" and eager.meta == {"forward": "eager", "compile_s": 0.0}
+        assert compiled.meta["forward"] == "compiled"
+        assert eager.meta == {"forward": "eager", "compile_s": 0.0, "search_dtype": "float32"}
         assert compiled.details["pixels"] == eager.details["pixels"]
         assert torch.equal(compiled.queries, eager.queries)
     assert runs["compiled"][0].meta["compile_s"] > 0
     again = pixel_attack(model, images, labels, PixelAttackConfig(pixels=2, population=16, generations=1,
                                                                   forward="compiled"), torch.Generator().manual_seed(1))
-    assert again.meta == {"forward": "compiled", "compile_s": 0.0}  # once per model, shape and process
+    assert again.meta["compile_s"] == 0.0  # once per model, shape and process
     worth = candidates.COMPILE_WORTH
     assert candidates.search_forward(model, "auto", worth - 1, images[:2], 512, fixed_batch=True).kind == "eager"
     assert candidates.search_forward(model, "auto", worth, images[:2], 512, fixed_batch=True).kind == "eager"  # a CPU
     assert candidates.search_forward(model, "auto", worth, images[:2], 12, fixed_batch=False).kind == "eager"
+
+
+class _NearTie(nn.Module):
+    """Class 1 beats class 0 by 1e-3 in float32; bfloat16 (8 bits of mantissa) rounds both logits
+    alike, and argmax then picks class 0: a "success" that exists only in the low precision."""
+
+    def forward(self, x):
+        s = x.mean((1, 2, 3)) * 0.01 + 1.0
+        return torch.stack([s, s + 1e-3], 1)
+
+
+@pytest.mark.parametrize("attack", ["pixel", "sparse_rs"])
+def test_a_low_precision_success_is_not_counted(attack):
+    from robench.attacks.pixel import PixelAttackConfig, pixel_attack
+
+    model = _NearTie()
+    images = torch.rand(4, 3, 8, 8)
+    labels = torch.ones(4, dtype=torch.long)
+    fn, config = ((pixel_attack, PixelAttackConfig(population=8, generations=2, search_dtype="bf16")) if attack == "pixel"
+                  else (sparse_rs_attack, SparseRSConfig(queries=10, search_dtype="bf16")))
+    outcome = fn(model, images, labels, config, gen(0))
+    assert outcome.meta["search_dtype"] == "bf16"
+    assert (outcome.queries == outcome.queries.min()).all()  # the search stopped at once: "fooled" in bf16
+    assert not judge(model, images, labels, outcome, l0_budget=1).success.any()  # float32 says no

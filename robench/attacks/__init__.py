@@ -108,7 +108,7 @@ for _spec in (
         deterministic=False,
         threat=lambda c: ("l0", float(c.pixels)),
         white_box=False,
-        tag=lambda c: "-".join([f"{c.pixels}px", *_nondefault(c, {"pixels", "max_batch", "forward"})]),
+        tag=lambda c: "-".join([f"{c.pixels}px", *_nondefault(c, {"pixels", "max_batch", "forward", "search_dtype"})]),
         variant=lambda c: "-".join(_nondefault(c, {"pixels", "max_batch", "forward"})),
         threats=("l0",),
         at_budget=lambda norm, b, o: SparseRSConfig(pixels=int(b), **_options(o, {"pixels"}, "sparse_rs")),

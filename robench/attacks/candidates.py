@@ -9,6 +9,7 @@ compiled forward live in one place.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import weakref
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from robench.attacks.base import EvalMode
 
-__all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "LOSSES", "EvalMode", "SearchForward", "evaluate", "forward_batch",
+__all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "LOSSES", "SEARCH_DTYPES", "EvalMode", "SearchForward", "evaluate", "forward_batch",
            "paint", "pixel_records", "pixel_upper", "search_forward"]
 
 # Both map any real coordinate into [0, upper]; "wrap" is periodic (upper itself maps to 0, which
@@ -99,8 +100,11 @@ def _paint_into(out: Tensor, candidates: Tensor) -> Tensor:
 # more. judge() always runs eager float32, so a kernel that rounds differently can steer a search
 # but never count a success.
 FORWARDS = ("auto", "eager", "compiled")
+# The search may run in a lower precision (a GPU's bf16/fp16 units); on the CPU here both ran LeNet-5
+# 4-5x slower than float32, so float32 is the default. Every verdict is judge()'s, in float32.
+SEARCH_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_WORTH = 1_000_000
-_compiled: weakref.WeakKeyDictionary[nn.Module, dict[int, Callable[[Tensor], Tensor] | None]] = weakref.WeakKeyDictionary()
+_compiled: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, str], Callable[[Tensor], Tensor] | None]] = weakref.WeakKeyDictionary()
 _log = logging.getLogger("robench.attacks")
 
 
@@ -113,37 +117,60 @@ class SearchForward:
     fn: Callable[[Tensor], Tensor]
     kind: str
     compile_s: float = 0.0
+    dtype: str = "float32"
 
     def meta(self) -> dict[str, Any]:
-        return {"forward": self.kind, "compile_s": round(self.compile_s, 3)}
+        return {"forward": self.kind, "compile_s": round(self.compile_s, 3), "search_dtype": self.dtype}
 
 
 def search_forward(model: nn.Module, choice: str, budget: int, sample: Tensor, rows: int,
-                   fixed_batch: bool) -> SearchForward:
+                   fixed_batch: bool, dtype: str = "float32") -> SearchForward:
     """The forward for a search of at most ``budget`` candidate images, fed batches of at most
     ``rows`` images like ``sample`` (a few (B, C, H, W)); ``fixed_batch``: nearly every batch has
-    ``rows`` images. Falls back to eager, logged once at debug level, where torch.compile fails."""
+    ``rows`` images; ``dtype`` a key of SEARCH_DTYPES (logits come back float32). Falls back to
+    eager, logged once at debug level, where torch.compile fails."""
     if choice not in FORWARDS:
         raise ValueError(f"unknown forward {choice!r}; known: {', '.join(FORWARDS)}")
+    base = _in_dtype(model, dtype)
     worth = sample.device.type == "cuda" and fixed_batch and budget >= COMPILE_WORTH
     if choice == "eager" or (choice == "auto" and not worth):
-        return SearchForward(model, "eager")
+        return SearchForward(base, "eager", dtype=dtype)
     shapes = _compiled.setdefault(model, {})
-    if rows in shapes:
-        fn = shapes[rows]
-        return SearchForward(model, "eager") if fn is None else SearchForward(fn, "compiled")
+    key = (rows, dtype)
+    if key in shapes:
+        fn = shapes[key]
+        return SearchForward(base, "eager", dtype=dtype) if fn is None else SearchForward(fn, "compiled", dtype=dtype)
     start = time.perf_counter()
     try:
-        compiled = torch.compile(model, dynamic=False)
-        fn = _padded(compiled, rows)
+        fn = _padded(torch.compile(base, dynamic=False), rows)
         with torch.no_grad(), EvalMode(model):
             fn(sample)  # compile now, so that its cost is measured apart from the search
     except Exception as err:  # noqa: BLE001 - any compiler failure means: search eager
         _log.debug("torch.compile unavailable for the search forward (%s: %s); running eager", type(err).__name__, err)
-        shapes[rows] = None
-        return SearchForward(model, "eager")
-    shapes[rows] = fn
-    return SearchForward(fn, "compiled", time.perf_counter() - start)
+        shapes[key] = None
+        return SearchForward(base, "eager", dtype=dtype)
+    shapes[key] = fn
+    return SearchForward(fn, "compiled", time.perf_counter() - start, dtype)
+
+
+class _Cast(nn.Module):
+    """A copy of a model in a lower precision: images go in cast, logits come out float32."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model).to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.to(self.dtype)).float()
+
+
+def _in_dtype(model: nn.Module, dtype: str) -> nn.Module:
+    if dtype not in SEARCH_DTYPES:
+        raise ValueError(f"unknown search dtype {dtype!r}; known: {', '.join(SEARCH_DTYPES)}")
+    if dtype == "float32":
+        return model
+    return _Cast(model, SEARCH_DTYPES[dtype]).eval()
 
 
 def _padded(fn: Callable[[Tensor], Tensor], rows: int) -> Callable[[Tensor], Tensor]:

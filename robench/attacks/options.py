@@ -31,6 +31,7 @@ OPTION_FIELDS: dict[str, dict[str, str]] = {
     "members": {"ensemble": "members"},
     "l2-budget": {"cw": "l2_budget"},
     "forward": {"pixel": "forward", "sparse_rs": "forward"},
+    "search-dtype": {"pixel": "search_dtype", "sparse_rs": "search_dtype"},
 }
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
-from robench.attacks.candidates import (BOUNDS, FORWARDS, EvalMode, evaluate, paint, pixel_records, pixel_upper,
+from robench.attacks.candidates import (BOUNDS, FORWARDS, SEARCH_DTYPES, EvalMode, evaluate, paint, pixel_records, pixel_upper,
                                         search_forward)
 from robench.attacks.candidates import forward_batch as _forward_batch
 
@@ -60,10 +60,13 @@ class PixelAttackConfig:
     # (candidates.forward_batch says why).
     max_batch: int | None = None
     forward: str = "auto"  # the search's forward: auto, eager or compiled (candidates.search_forward)
+    search_dtype: str = "float32"  # the search's precision: float32, bf16 or fp16; verdicts stay float32
 
     def __post_init__(self) -> None:
         if self.forward not in FORWARDS:
             raise ValueError(f"unknown forward {self.forward!r}; known: {', '.join(FORWARDS)}")
+        if self.search_dtype not in SEARCH_DTYPES:
+            raise ValueError(f"unknown search dtype {self.search_dtype!r}; known: {', '.join(SEARCH_DTYPES)}")
         if self.pixels < 1:
             raise ValueError(f"pixels must be >= 1, got {self.pixels}")
         if self.population < 4:
@@ -169,7 +172,8 @@ def pixel_attack(
     def draw_uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
-    fwd = search_forward(model, config.forward, n * p * (config.generations + 1), images[:2], chunk, fixed_batch=True)
+    fwd = search_forward(model, config.forward, n * p * (config.generations + 1), images[:2], chunk, fixed_batch=True,
+                         dtype=config.search_dtype)
     with EvalMode(model):
         queries = torch.full((n,), p, dtype=torch.int64, device=device)
         winner = torch.zeros(n, k, 2 + c, device=device)  # the candidate each image ends with

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
-from robench.attacks.candidates import FORWARDS, EvalMode, evaluate, forward_batch, paint, pixel_records, search_forward
+from robench.attacks.candidates import FORWARDS, SEARCH_DTYPES, EvalMode, evaluate, forward_batch, paint, pixel_records, search_forward
 
 # The paper's L0 schedule: iteration (on a 10,000-query scale) above which p_init is divided by
 # the factor, read in order; below the first threshold p = p_init.
@@ -39,10 +39,13 @@ class SparseRSConfig:
     # per image per iteration, so this only binds for more images than that.
     max_batch: int | None = None
     forward: str = "auto"  # the search's forward: auto, eager or compiled (candidates.search_forward)
+    search_dtype: str = "float32"  # the search's precision: float32, bf16 or fp16; verdicts stay float32
 
     def __post_init__(self) -> None:
         if self.forward not in FORWARDS:
             raise ValueError(f"unknown forward {self.forward!r}; known: {', '.join(FORWARDS)}")
+        if self.search_dtype not in SEARCH_DTYPES:
+            raise ValueError(f"unknown search dtype {self.search_dtype!r}; known: {', '.join(SEARCH_DTYPES)}")
         if self.pixels < 1:
             raise ValueError(f"pixels must be >= 1, got {self.pixels}")
         if self.queries < 1:
@@ -102,7 +105,8 @@ def sparse_rs_attack(
     chunk = forward_batch(config.max_batch, device)
 
     # one proposal per standing image: the batch shrinks as images fall, so "auto" stays eager
-    fwd = search_forward(model, config.forward, n * config.queries, images[:2], min(n, chunk), fixed_batch=False)
+    fwd = search_forward(model, config.forward, n * config.queries, images[:2], min(n, chunk), fixed_batch=False,
+                         dtype=config.search_dtype)
     with EvalMode(model):
         empty = torch.zeros(n, 0, dtype=torch.int64, device=device)
         positions = _free_positions(empty, k, spots, generator)  # (N, k) distinct flat positions
