@@ -205,7 +205,7 @@ def _kernel(key: tuple[int, int, bool]) -> Callable[..., Tensor]:
     if key not in _compiled_kernels:
         code = _hinge_sum.__code__.replace(co_name=f"_hinge_sum_r{key[0]}_j{key[1]}_{'pc' if key[2] else 'sh'}")
         fn = types.FunctionType(code, _hinge_sum.__globals__, code.co_name)
-        _compiled_kernels[key] = torch.compile(fn, dynamic=True)
+        _compiled_kernels[key] = torch.compile(fn)  # static first; a shape change recompiles it dynamic
     return _compiled_kernels[key]
 
 
