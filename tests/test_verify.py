@@ -143,3 +143,32 @@ def test_an_interrupted_dense_run_resumes_its_adversarials(made, tmp_path):
     run_attack(run, out=out, data_dir=root, device="cpu")
     (v,) = verify_results([out], data_dir=root, device="cpu")
     assert v.ok and v.repeats == 2
+
+
+def test_force_over_a_dense_result_with_a_pixel_attack_leaves_no_stale_npz(made, tmp_path):
+    root, ck, _ = made
+    path = _copy(made, tmp_path, "pgd")
+    run = AttackRun(model="lenet5", act="relu", attack="pixel", options={"population": 8, "generations": 1}, images=6,
+                    repeats=1, seed=0, checkpoint=str(ck))
+    run_attack(run, out=path, data_dir=root, device="cpu", force=True)
+    assert not npz_path(path).exists()
+    (v,) = verify_results([path], data_dir=root, device="cpu")
+    assert v.ok
+
+
+def test_a_run_stopped_after_its_last_repeat_keeps_its_adversarials(made, tmp_path):
+    root, ck, _ = made
+    run = AttackRun(model="lenet5", act="relu", attack="fgsm", options={"epsilons": [0.05, 0.1]}, images=6,
+                    repeats=1, seed=0, checkpoint=str(ck))
+    out = tmp_path / "fgsm.json"
+
+    def stop_at_the_end(label, r):
+        if label == "eps=0.1":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(run, out=out, data_dir=root, device="cpu", on_repeat=stop_at_the_end)
+    _, result = run_attack(run, out=out, data_dir=root, device="cpu")  # nothing left to run
+    assert result["status"] == "complete" and npz_path(out).exists()
+    (v,) = verify_results([out], data_dir=root, device="cpu")
+    assert v.ok and v.repeats == 2

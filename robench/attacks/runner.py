@@ -191,6 +191,8 @@ def run_attack(
     }
     result["settings"] = [{"label": label, "config": config_to_dict(c), "repeats": list(done.get(label, []))}
                           for label, c in settings]
+    if previous is not None and "adversarials" in previous:
+        result["adversarials"] = previous["adversarials"]  # the .npz holding the repeats carried over
     total = len(settings) * repeats
     finished = sum(len(s["repeats"]) for s in result["settings"])
     with progress_bar(show_progress) as bar:
@@ -219,15 +221,18 @@ def run_attack(
                     on_repeat(label, r)
             entry["aggregate"] = aggregate(entry["repeats"])
     result["status"] = "complete"
-    return out, write_result(out, result)
+    written = write_result(out, result)
+    if "adversarials" not in result:
+        store.path.unlink(missing_ok=True)  # a stale .npz of an earlier run under this name
+    return out, written
 
 
 def _adversarial_store(out: Path, previous: dict[str, Any] | None) -> Store:
     """The result's ``.npz`` store: the stored one when resuming (every repeat it names must be in
-    it), else a fresh one, so a stale file from an earlier run is never carried over."""
+    it), else a fresh one, so a stale file from an earlier run is never carried over (it stays
+    until this run writes its own, or ends storing none: an interrupted --force keeps the old pair)."""
     path = npz_path(out)
     if previous is None:
-        path.unlink(missing_ok=True)
         return Store(path)
     store = Store.load(path)
     for s_idx, entry in enumerate(previous["settings"]):
