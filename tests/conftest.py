@@ -112,3 +112,13 @@ def edit_json(path: Path, fn: Any) -> None:
     data = json.loads(path.read_text())
     fn(data)
     path.write_text(json.dumps(data))
+
+
+def strip_adversarials(result: dict) -> None:
+    """Make a parsed result look like one from before robench stored adversarials."""
+    for setting in result["settings"]:
+        for rep in setting["repeats"]:
+            rep.pop("stored", None), rep.pop("adversarial_sha256", None)
+            for rec in rep["images"]:
+                rec.pop("pixels", None)
+    result.pop("adversarials", None)

@@ -14,7 +14,7 @@ from robench.errors import ResultError, WriteError
 from robench.gallery import _figure, gallery, gallery_png, load_gallery
 from robench.plot import _pyplot
 from robench.train import train
-from tests.conftest import copy_result, edit_json
+from tests.conftest import copy_result, edit_json, strip_adversarials
 
 pytest.importorskip("matplotlib")
 
@@ -144,15 +144,7 @@ def _one_error_line(res):
 def test_a_result_without_stored_adversarials_is_one_line(made, tmp_path):
     root, _ = made
     path = _copy(made, tmp_path, "pixel")
-
-    def strip(d):
-        for s in d["settings"]:
-            for r in s["repeats"]:
-                r.pop("stored"), r.pop("adversarial_sha256")
-                for rec in r["images"]:
-                    rec.pop("pixels")
-
-    _edit(path, strip)
+    _edit(path, strip_adversarials)
     res = CliRunner().invoke(app, ["show", str(path), "--out", str(tmp_path / "g.png"), "--data-dir", str(root)])
     line = _one_error_line(res)
     assert "stores no adversarials" in line and "robench.migrate --replay" in line and "--force" in line

@@ -9,7 +9,7 @@ from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
 from robench.config import TrainConfig
 from robench.train import train
-from tests.conftest import copy_result, edit_json
+from tests.conftest import copy_result, edit_json, strip_adversarials
 from robench.verify import verify_results
 
 
@@ -98,15 +98,7 @@ def test_a_swapped_npz_or_checkpoint_fails(made, tmp_path):
 def test_results_without_stored_adversarials_are_checked_clean_side_or_replayed(made, tmp_path):
     root, _, _ = made
     path = _copy(made, tmp_path, "pixel")
-
-    def strip(d):
-        for s in d["settings"]:
-            for r in s["repeats"]:
-                r.pop("stored"), r.pop("adversarial_sha256")
-                for rec in r["images"]:
-                    rec.pop("pixels")
-
-    _edit(path, strip)
+    _edit(path, strip_adversarials)
     (v,) = verify_results([path], data_dir=root, device="cpu")
     assert v.ok and v.legacy == 2
     (v,) = verify_results([path], data_dir=root, device="cpu", replay=True)
