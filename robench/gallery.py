@@ -62,8 +62,9 @@ def load_gallery(result_path: str | Path, images: int = 8, setting: str | None =
     records = rep["images"]
     stored = rep.get("stored") or ("pixels" if records and all("pixels" in r for r in records) else None)
     if stored is None:
-        raise ResultError(f"{path}: {where} stores no adversarials (made before robench stored them); store them "
-                          f"with `python -m robench.migrate --replay {path}` or re-run the attack with --force")
+        raise ResultError(f"{path}: {where} stores no adversarials (made before robench stored them); re-run the "
+                          f"attack with --force, or try `python -m robench.migrate --replay {path}` (it stores them "
+                          "only where the replay reproduces every number)")
     shown = [i for i, r in enumerate(records) if r["success"]][:images]
     if not shown:
         raise ResultError(f"{path}: {where} has no successful adversarials to show (of {len(records)} attacked)")
