@@ -1,6 +1,7 @@
 """The black-box searches' forward, eager against torch.compile'd: time and image-by-image agreement.
 
     ROBENCH_DATA=DIR python bench/search_forward.py [--act relu] [--images 100] [--queries 4000] [--threads 2]
+                                                   [--device auto] [--max-batch N] [--search-dtype float32|bf16|fp16]
 
 On the shipped ``lenet5-<act>-cifar10-s0`` checkpoint and the first N correctly classified test
 images of the seed-0 set, the paper's 1-pixel DE (population 400, 40 generations) and a 3-pixel
@@ -25,6 +26,7 @@ from robench.attacks.runner import select_images
 from robench.attacks.sparse_rs import SparseRSConfig, sparse_rs_attack
 from robench.checkpoints import load_checkpoint
 from robench.data import load_split, to_float
+from robench.storage import resolve_device
 
 
 def main() -> None:
@@ -33,19 +35,25 @@ def main() -> None:
     p.add_argument("--images", type=int, default=100)
     p.add_argument("--queries", type=int, default=4000, help="Sparse-RS budget per image")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    p.add_argument("--max-batch", type=int, default=None, help="candidate images per forward (default 512 CPU / 8192 GPU)")
+    p.add_argument("--search-dtype", default="float32", help="float32, bf16 or fp16 (a GPU's)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    dev = torch.device("cpu")
-    model = load_checkpoint(f"checkpoints/lenet5-{args.act}-cifar10-s0.pt").model
+    dev = resolve_device(args.device)
+    model = load_checkpoint(f"checkpoints/lenet5-{args.act}-cifar10-s0.pt", device=dev).model
     test, _ = load_split("cifar10", train=False)
     idx, _ = select_images(model, test.images, test.labels, args.images, 0, dev)
-    images, labels = to_float(test.images[idx]), test.labels[idx]
+    images, labels = to_float(test.images[idx]).to(dev), test.labels[idx].to(dev)
+    common = {"max_batch": args.max_batch, "search_dtype": args.search_dtype}
     searches = {
-        "de-1px": (pixel_attack, lambda f: PixelAttackConfig(pixels=1, forward=f)),
-        f"sparse_rs-3px-{args.queries}q": (sparse_rs_attack, lambda f: SparseRSConfig(pixels=3, queries=args.queries, forward=f)),
+        "de-1px": (pixel_attack, lambda f: PixelAttackConfig(pixels=1, forward=f, **common)),
+        f"sparse_rs-3px-{args.queries}q": (sparse_rs_attack,
+                                           lambda f: SparseRSConfig(pixels=3, queries=args.queries, forward=f, **common)),
     }
-    print(f"# lenet5-{args.act}, {args.images} images, {args.threads} threads, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""
+    print(f"# lenet5-{args.act}, {args.images} images, {args.threads} threads, {dev} {gpu}, search {args.search_dtype}, "
+          f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print("| search | forward | attack s | compile s | successes | speed-up |")
     print("|---|---|---|---|---|---|")
     for name, (fn, config) in searches.items():
@@ -53,6 +61,8 @@ def main() -> None:
         for forward in ("eager", "compiled"):
             start = time.perf_counter()
             out = fn(model, images, labels, config(forward), torch.Generator().manual_seed(0))
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             took = time.perf_counter() - start - out.meta["compile_s"]
             wins = int(judge(model, images, labels, out, l0_budget=3).success.sum())
             outs[forward] = (out, took, wins)
