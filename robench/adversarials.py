@@ -122,6 +122,25 @@ def rebuild(images: Tensor, records: list[dict[str, Any]], arrays: dict[str, np.
     raise ResultError("the result stores neither painted pixels nor dense adversarials for this repeat")
 
 
+def stored_kind(rep: dict[str, Any]) -> str | None:
+    """How a repeat keeps its adversarials: "npz", "pixels" (in its records), or None (a result made
+    before robench stored them; records with pixels but no "stored" field came from the first DE)."""
+    records = rep["images"]
+    return rep.get("stored") or ("pixels" if records and all("pixels" in r for r in records) else None)
+
+
+def rebuild_repeat(images: Tensor, rep: dict[str, Any], key: str, store: Store, where: str) -> Tensor | None:
+    """A repeat's adversarials (N, C, H, W) from what it stores under ``key`` of ``store``; None when
+    it stores none. ``where`` names the repeat in the error when the ``.npz`` lacks it."""
+    kind = stored_kind(rep)
+    if kind is None:
+        return None
+    arrays = store.get(key) if kind == "npz" else None
+    if kind == "npz" and arrays is None:
+        raise ResultError(f"{where} is stored in {store.path.name}, which is missing or lacks it")
+    return rebuild(images, rep["images"], arrays)
+
+
 def keep(store: Store, key: str, images: Tensor, outcome: AttackOutcome, threat: tuple[str, float | None]) -> dict[str, Any]:
     """Put what rebuilds ``outcome``'s adversarials exactly into ``store`` under ``key`` (nothing when
     its ``pixels`` detail does); returns the fields the repeat records. ``threat`` is the setting's
@@ -205,4 +224,4 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 __all__ = ["FORMAT", "VERSION", "Store", "decode_dense", "encode", "encode_dense", "from_pixels", "images_sha256", "keep",
-           "npz_path", "read_npz", "rebuild", "repeat_key"]
+           "npz_path", "read_npz", "rebuild", "rebuild_repeat", "repeat_key", "stored_kind"]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from .adversarials import Store, images_sha256, npz_path, rebuild, repeat_key
+from .adversarials import Store, images_sha256, npz_path, rebuild_repeat, repeat_key, stored_kind
 from .data import class_names, load_split, to_float
 from .errors import ResultError
 from .plot import _pyplot
@@ -60,7 +60,7 @@ def load_gallery(result_path: str | Path, images: int = 8, setting: str | None =
     rep = _repeat(path, entry, repeat)
     where = f"{entry['label']} repeat {repeat}"
     records = rep["images"]
-    stored = rep.get("stored") or ("pixels" if records and all("pixels" in r for r in records) else None)
+    stored = stored_kind(rep)
     if stored is None:
         raise ResultError(f"{path}: {where} stores no adversarials (made before robench stored them); re-run the "
                           f"attack with --force, or try `python -m robench.migrate --replay {path}` (it stores them "
@@ -79,12 +79,8 @@ def load_gallery(result_path: str | Path, images: int = 8, setting: str | None =
                           f"({prov.fingerprint[:12]}); pass --data-dir with the data it was made on")
     indices = [r["index"] for r in records]
     clean = to_float(split.images[indices])
-    arrays = None
-    if stored == "npz":
-        arrays = Store.load(npz_path(path)).get(repeat_key(s_idx, rep["repeat"]))
-        if arrays is None:
-            raise ResultError(f"{path}: {where} is stored in {npz_path(path).name}, which is missing or lacks it")
-    adv = rebuild(clean, records, arrays)
+    store = Store.load(npz_path(path)) if stored == "npz" else Store(npz_path(path))
+    adv = rebuild_repeat(clean, rep, repeat_key(s_idx, rep["repeat"]), store, f"{path}: {where}")
     if "adversarial_sha256" in rep and images_sha256(adv) != rep["adversarial_sha256"]:
         raise ResultError(f"{path}: {where}: the rebuilt adversarials do not match its adversarial_sha256; "
                           f"run robench verify {path}")

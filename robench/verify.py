@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .adversarials import Store, images_sha256, npz_path, rebuild, repeat_key
+from .adversarials import Store, images_sha256, npz_path, rebuild_repeat, repeat_key
 from .attacks import get_attack
 from .attacks.base import AttackBudgetError, AttackOutcome, Judgement, judge
 from .attacks.metrics import aggregate, repeat_summary
@@ -163,11 +163,11 @@ def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = 
     return v
 
 
-def _store(path: Path, res: dict[str, Any], v: Verification) -> Store | None:
+def _store(path: Path, res: dict[str, Any], v: Verification) -> Store:
     block = res.get("adversarials")
-    if not block:
-        return None
     npz = npz_path(path)
+    if not block:
+        return Store(npz)  # nothing stored densely: an empty store
     if npz.name != block.get("file"):
         raise ResultError(f"{path}: its adversarials file is named {block.get('file')!r}, expected {npz.name}")
     if not npz.is_file():
@@ -176,18 +176,13 @@ def _store(path: Path, res: dict[str, Any], v: Verification) -> Store | None:
     return Store.load(npz)
 
 
-def _adversarials(v: Verification, store: Store | None, key: str, rep: dict[str, Any], images: torch.Tensor,
+def _adversarials(v: Verification, store: Store, key: str, rep: dict[str, Any], images: torch.Tensor,
                   labels: torch.Tensor, model: torch.nn.Module, spec: Any, setting: Any, replay: bool,
                   where: str) -> torch.Tensor | AttackOutcome | None:
     """The repeat's adversarials rebuilt from what it stores, or the attack replayed from its seed,
     or None (nothing stored, no replay)."""
-    records = rep["images"]
-    stored = rep.get("stored") or ("pixels" if records and all("pixels" in r for r in records) else None)
-    if stored in ("npz", "pixels"):
-        arrays = store.get(key) if store is not None and stored == "npz" else None
-        if stored == "npz" and arrays is None:
-            raise ResultError(f"{v.path}: {where} is stored in the adversarials file, which lacks it")
-        adv = rebuild(images, records, arrays)
+    adv = rebuild_repeat(images, rep, key, store, f"{v.path}: {where}")
+    if adv is not None:
         if "adversarial_sha256" in rep:
             _compare(v, where, "adversarial_sha256", rep["adversarial_sha256"], images_sha256(adv))
         return adv
