@@ -19,11 +19,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename over ``path``: readers see the old
     file or the new one, never half of one, even if the process dies mid-write."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
+    fd, tmp = _temp_beside(path, ".tmp", str(path))
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
@@ -46,14 +42,20 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     path = Path(path)
     if path.is_dir():
         raise WriteError(f"cannot write {what} {path}: it is a folder")
+    fd, probe = _temp_beside(path, ".probe", f"{what} {path}")
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _temp_beside(path: Path, suffix: str, named: str) -> tuple[int, str]:
+    """A new temp file in ``path``'s folder (made when missing): what an atomic write starts with,
+    and what proves the folder writable. A refusal is a WriteError naming ``named``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     except OSError as err:
-        raise WriteError(f"cannot write {what} {path}: {err.strerror or err}") from None
-    return path
+        raise WriteError(f"cannot write {named}: {err.strerror or err}") from None
 
 
 def _umask() -> int:
