@@ -122,3 +122,28 @@ def strip_adversarials(result: dict) -> None:
             for rec in rep["images"]:
                 rec.pop("pixels", None)
     result.pop("adversarials", None)
+
+
+def train_tiny_lenet(tmp_path_factory: Any) -> tuple[Path, Path]:
+    """A fake CIFAR-10 root and a LeNet-5 (ReLU) trained on it for 4 epochs: (data root, checkpoint)."""
+    from robench.config import TrainConfig
+    from robench.train import train
+
+    root = write_fake_cifar(tmp_path_factory.mktemp("data"), "cifar10")
+    ck = tmp_path_factory.mktemp("ck") / "lenet5-relu-cifar10-s0.pt"
+    train(TrainConfig(model="lenet5", act="relu", dataset="cifar10", epochs=4, batch_size=32), out=ck, data_dir=root,
+          device="cpu")
+    return root, ck
+
+
+def interrupt_run(run: Any, out: Path, data_dir: Path, stop_at: Any = lambda label, r: True) -> None:
+    """Run ``run`` into ``out`` and press Ctrl-C after the first finished repeat ``stop_at(label, r)``
+    accepts, as a user stopping it would."""
+    from robench.attacks.runner import run_attack
+
+    def stop(label: str, r: int) -> None:
+        if stop_at(label, r):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(run, out=out, data_dir=data_dir, device="cpu", on_repeat=stop)

@@ -4,22 +4,14 @@ import pytest
 import torch
 
 from robench.attacks.runner import AttackRun, ResultExistsError, run_attack, select_images
-from robench.config import TrainConfig
 from robench.errors import ResultError
 from robench.results import read_result
-from robench.train import train
+from tests.conftest import interrupt_run, train_tiny_lenet
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.conftest import write_fake_cifar
-
-    root = tmp_path_factory.mktemp("data")
-    write_fake_cifar(root, "cifar10")
-    ck = tmp_path_factory.mktemp("ck") / "lenet5-relu-cifar10-s0.pt"
-    cfg = TrainConfig(model="lenet5", act="relu", dataset="cifar10", epochs=4, batch_size=32)
-    train(cfg, out=ck, data_dir=root, device="cpu")
-    return root, ck
+    return train_tiny_lenet(tmp_path_factory)
 
 
 def _run(ck, **kw):
@@ -62,14 +54,8 @@ def test_image_set_is_correctly_classified_and_seeded(trained):
 def test_interrupted_then_resumed_equals_uninterrupted(trained, tmp_path):
     root, ck = trained
     _, full = run_attack(_run(ck), out=tmp_path / "full.json", data_dir=root, device="cpu")
-
-    def boom(label, r):
-        if r == 0:
-            raise KeyboardInterrupt
-
     out = tmp_path / "part.json"
-    with pytest.raises(KeyboardInterrupt):
-        run_attack(_run(ck), out=out, data_dir=root, device="cpu", on_repeat=boom)
+    interrupt_run(_run(ck), out, root, stop_at=lambda label, r: r == 0)
     partial = read_result(out)
     assert partial["status"] == "partial" and len(partial["settings"][0]["repeats"]) == 1
     _, resumed = run_attack(_run(ck), out=out, data_dir=root, device="cpu")
@@ -92,12 +78,7 @@ def test_finished_result_is_not_overwritten_without_force(trained, tmp_path):
 def test_partial_result_with_other_config_is_refused(trained, tmp_path):
     root, ck = trained
     out = tmp_path / "r.json"
-
-    def boom(label, r):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_attack(_run(ck), out=out, data_dir=root, device="cpu", on_repeat=boom)
+    interrupt_run(_run(ck), out, root)
     with pytest.raises(ResultError, match="different"):
         run_attack(_run(ck, options={"population": 16, "generations": 2}), out=out, data_dir=root, device="cpu")
 
@@ -185,12 +166,7 @@ def test_a_run_resumes_with_the_same_data_in_another_folder(trained, tmp_path):
 
     root, ck = trained
     out = tmp_path / "r.json"
-
-    def stop(label, r):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_attack(_run(ck), out=out, data_dir=root, device="cpu", on_repeat=stop)
+    interrupt_run(_run(ck), out, root)
     moved = shutil.copytree(root, tmp_path / "elsewhere")
     _, result = run_attack(_run(ck), out=out, data_dir=moved, device="cpu")
     assert result["status"] == "complete" and str(root) not in out.read_text()

@@ -9,12 +9,10 @@ from typer.testing import CliRunner
 from robench.adversarials import npz_path
 from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
-from robench.config import TrainConfig
 from robench.errors import ResultError, WriteError
 from robench.gallery import _figure, gallery, gallery_png, load_gallery
 from robench.plot import _pyplot
-from robench.train import train
-from tests.conftest import copy_result, edit_json, strip_adversarials
+from tests.conftest import copy_result, edit_json, strip_adversarials, train_tiny_lenet
 
 pytest.importorskip("matplotlib")
 
@@ -28,13 +26,7 @@ def made(tmp_path_factory):
     and FGSM (int8 signs in the .npz). The model memorises its fake data (noisy copies of 20
     images), so no cheap pixel attack fools it; the DE result's images FOOLED are marked as
     successes, which leaves what the gallery draws (the stored pixels) as the attack found it."""
-    from tests.conftest import write_fake_cifar
-
-    root = tmp_path_factory.mktemp("data")
-    write_fake_cifar(root, "cifar10")
-    ck = tmp_path_factory.mktemp("ck") / "lenet5-relu-cifar10-s0.pt"
-    train(TrainConfig(model="lenet5", act="relu", dataset="cifar10", epochs=4, batch_size=32), out=ck, data_dir=root,
-          device="cpu")
+    root, ck = train_tiny_lenet(tmp_path_factory)
     out = tmp_path_factory.mktemp("attacks")
     base = dict(model="lenet5", act="relu", images=6, seed=0, checkpoint=str(ck))
     runs = {

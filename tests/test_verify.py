@@ -7,9 +7,7 @@ from typer.testing import CliRunner
 from robench.adversarials import npz_path
 from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
-from robench.config import TrainConfig
-from robench.train import train
-from tests.conftest import copy_result, edit_json, strip_adversarials
+from tests.conftest import copy_result, edit_json, interrupt_run, strip_adversarials, train_tiny_lenet
 from robench.verify import verify_results
 
 
@@ -17,13 +15,7 @@ from robench.verify import verify_results
 def made(tmp_path_factory):
     """A tiny trained model on fake CIFAR-10 and three results: DE (pixels in the JSON), FGSM
     (int8 signs in the .npz) and PGD (float32 deltas in the .npz)."""
-    from tests.conftest import write_fake_cifar
-
-    root = tmp_path_factory.mktemp("data")
-    write_fake_cifar(root, "cifar10")
-    ck = tmp_path_factory.mktemp("ck") / "lenet5-relu-cifar10-s0.pt"
-    train(TrainConfig(model="lenet5", act="relu", dataset="cifar10", epochs=4, batch_size=32), out=ck, data_dir=root,
-          device="cpu")
+    root, ck = train_tiny_lenet(tmp_path_factory)
     out = tmp_path_factory.mktemp("attacks")
     base = dict(model="lenet5", act="relu", images=6, repeats=2, seed=0, checkpoint=str(ck))
     runs = {
@@ -126,12 +118,7 @@ def test_an_interrupted_dense_run_resumes_its_adversarials(made, tmp_path):
     run = AttackRun(model="lenet5", act="relu", attack="pgd", options={"epsilons": [0.05, 0.1], "steps": 3}, images=6,
                     repeats=1, seed=0, checkpoint=str(ck))
     out = tmp_path / "pgd.json"
-
-    def stop(label, r):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_attack(run, out=out, data_dir=root, device="cpu", on_repeat=stop)
+    interrupt_run(run, out, root)
     run_attack(run, out=out, data_dir=root, device="cpu")
     (v,) = verify_results([out], data_dir=root, device="cpu")
     assert v.ok and v.repeats == 2
@@ -153,13 +140,7 @@ def test_a_run_stopped_after_its_last_repeat_keeps_its_adversarials(made, tmp_pa
     run = AttackRun(model="lenet5", act="relu", attack="fgsm", options={"epsilons": [0.05, 0.1]}, images=6,
                     repeats=1, seed=0, checkpoint=str(ck))
     out = tmp_path / "fgsm.json"
-
-    def stop_at_the_end(label, r):
-        if label == "eps=0.1":
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_attack(run, out=out, data_dir=root, device="cpu", on_repeat=stop_at_the_end)
+    interrupt_run(run, out, root, stop_at=lambda label, r: label == "eps=0.1")  # after its last repeat
     _, result = run_attack(run, out=out, data_dir=root, device="cpu")  # nothing left to run
     assert result["status"] == "complete" and npz_path(out).exists()
     (v,) = verify_results([out], data_dir=root, device="cpu")
