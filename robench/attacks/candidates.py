@@ -131,26 +131,33 @@ def search_forward(model: nn.Module, choice: str, budget: int, sample: Tensor, r
     eager, logged once at debug level, where torch.compile fails."""
     if choice not in FORWARDS:
         raise ValueError(f"unknown forward {choice!r}; known: {', '.join(FORWARDS)}")
-    base = _in_dtype(model, dtype)
     worth = sample.device.type == "cuda" and fixed_batch and budget >= COMPILE_WORTH
     if choice == "eager" or (choice == "auto" and not worth):
-        return SearchForward(base, "eager", dtype=dtype)
+        return SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
     shapes = _compiled.setdefault(model, {})
     key = (rows, dtype)
-    if key in shapes:
-        fn = shapes[key]
-        return SearchForward(base, "eager", dtype=dtype) if fn is None else SearchForward(fn, "compiled", dtype=dtype)
-    start = time.perf_counter()
+    compile_s = 0.0
+    if key not in shapes:
+        start = time.perf_counter()
+        shapes[key] = _compile(_in_dtype(model, dtype), rows, sample, model)
+        compile_s = time.perf_counter() - start
+    fn = shapes[key]
+    if fn is None:  # torch.compile failed for this model: search eager
+        return SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
+    return SearchForward(fn, "compiled", compile_s, dtype)
+
+
+def _compile(base: nn.Module, rows: int, sample: Tensor, model: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """``base`` compiled for batches of ``rows`` and run once on ``sample`` (so the compile happens
+    now, timed apart from the search); None, logged at debug level, where torch.compile fails."""
     try:
         fn = _padded(torch.compile(base, dynamic=False), rows)
         with torch.no_grad(), EvalMode(model):
-            fn(sample)  # compile now, so that its cost is measured apart from the search
+            fn(sample)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: search eager
         _log.debug("torch.compile unavailable for the search forward (%s: %s); running eager", type(err).__name__, err)
-        shapes[key] = None
-        return SearchForward(base, "eager", dtype=dtype)
-    shapes[key] = fn
-    return SearchForward(fn, "compiled", time.perf_counter() - start, dtype)
+        return None
+    return fn
 
 
 class _Cast(nn.Module):
