@@ -57,22 +57,19 @@ def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
     if renamed != path:
         done.append(f"renamed from {path.name} (the settings hash joined the name)")
         path = renamed
-    replayed: list[tuple[int, int, AttackOutcome, torch.Tensor]] = []
+    failed = None
     if replay:
+        replayed: list[tuple[int, int, AttackOutcome, torch.Tensor]] = []
         v = verify_result(path, data, device, replay=True, on_replay=lambda *a: replayed.append(a))
         if v.mismatches:
-            if done:
-                _record(res, done)
-                write_result(path, res)
-            return f"replay does not reproduce it ({v.mismatches[0]}); adversarials not stored"
-    if replayed:
-        _store(path, res, replayed)
-        done.append(REPLAYED)
-    if not done:
-        return "up to date"
-    _record(res, done)
-    write_result(path, res)
-    return f"{path.name}: " + "; ".join(done)
+            failed = f"replay does not reproduce it ({v.mismatches[0]}); adversarials not stored"
+        elif replayed:
+            _store(path, res, replayed)
+            done.append(REPLAYED)
+    if done:
+        _record(res, done)
+        write_result(path, res)
+    return failed or (f"{path.name}: " + "; ".join(done) if done else "up to date")
 
 
 def rename(path: Path, res: dict[str, Any]) -> Path:

@@ -145,3 +145,26 @@ def test_a_run_stopped_after_its_last_repeat_keeps_its_adversarials(made, tmp_pa
     assert result["status"] == "complete" and npz_path(out).exists()
     (v,) = verify_results([out], data_dir=root, device="cpu")
     assert v.ok and v.repeats == 2
+
+
+def test_migrate_drops_root_renames_and_stores_replayed_adversarials(made, tmp_path):
+    from robench.attacks.runner import AttackRun as Run
+    from robench.migrate import migrate_all
+
+    root, _, _ = made
+    path = _copy(made, tmp_path, "pixel")
+
+    def make_old(d):
+        strip_adversarials(d)
+        d["provenance"]["root"] = "/somewhere/else"
+
+    _edit(path, make_old)
+    old = path.with_name(Run(**json.loads(path.read_text())["run"]).result_name().rsplit("-", 1)[0] + ".json")
+    path.rename(old)
+    ((new, what),) = migrate_all([tmp_path], replay=True, data_dir=root, device="cpu")
+    assert "root dropped" in what and "renamed" in what and "replaying" in what, what
+    (moved,) = tmp_path.glob("*.json")
+    res = json.loads(moved.read_text())
+    assert "root" not in res["provenance"] and len(res["migrations"]) == 3 and not old.exists()
+    (v,) = verify_results([moved], data_dir=root, device="cpu")
+    assert v.ok and v.legacy == 0 and v.repeats == 2
