@@ -24,6 +24,7 @@ from ..checkpoints import default_checkpoint, load_checkpoint
 from ..config import config_from_dict, config_to_dict
 from ..data import load_split, to_float
 from ..errors import ResultError, RobenchError
+from ..locks import cell_lock
 from ..progress import progress_bar
 from ..results import DEFAULT_DIR, read_result, write_result
 from ..storage import check_writable, library_versions, resolve_device
@@ -144,8 +145,10 @@ def run_attack(
     force: bool = False,
     show_progress: bool = False,
     on_repeat: Callable[[str, int], None] | None = None,
+    wait: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """Run (or resume) ``run`` and write its result file; returns its path and content."""
+    """Run (or resume) ``run`` and write its result file; returns its path and content. With ``wait``
+    False, a result another process is computing raises CellBusy at once instead of waiting."""
     spec = get_attack(run.attack)
     config = run.attack_config()
     # The default checkpoint written out, so `robench attack` and a suite naming the same file
@@ -154,77 +157,78 @@ def run_attack(
     out = Path(out) if out else DEFAULT_DIR / run.result_name()
     check_writable(out, "result")
     check_writable(npz_path(out), "adversarials file")
-    dev = resolve_device(device)
-    ckpt_path = run.checkpoint_path()
-    ckpt = load_checkpoint(ckpt_path, model=run.model, act=run.act, dataset=run.dataset, device=dev)
-    model = ckpt.model
-    ckpt_sha = ckpt.sha256  # the very bytes loaded
-    test, prov = load_split(run.dataset, train=False, data_dir=data_dir)
+    with cell_lock(out, blocking=wait):  # a second process on the same result waits, then finds it stored
+        dev = resolve_device(device)
+        ckpt_path = run.checkpoint_path()
+        ckpt = load_checkpoint(ckpt_path, model=run.model, act=run.act, dataset=run.dataset, device=dev)
+        model = ckpt.model
+        ckpt_sha = ckpt.sha256  # the very bytes loaded
+        test, prov = load_split(run.dataset, train=False, data_dir=data_dir)
 
-    header = {
-        "model": run.model, "act": run.act, "dataset": run.dataset, "attack": run.attack,
-        "attack_config": config_to_dict(config), "run": config_to_dict(run),
-        "checkpoint": {"path": str(ckpt_path), "sha256": ckpt_sha,
-                       "clean_test_accuracy": ckpt.meta.get("clean_test_accuracy")},
-        "provenance": prov.to_dict(), "seed": run.seed,
-    }
-    previous = _resumable(out, header, force)
-    if previous is not None:
-        indices, drawn = previous["image_set"]["indices"], previous["image_set"]["drawn"]
-    else:
-        indices, drawn = select_images(model, test.images, test.labels, run.images, run.seed, dev)
-    images = to_float(test.images[indices]).to(dev)
-    labels = test.labels[indices].to(dev)
-    store = _adversarial_store(out, previous)
+        header = {
+            "model": run.model, "act": run.act, "dataset": run.dataset, "attack": run.attack,
+            "attack_config": config_to_dict(config), "run": config_to_dict(run),
+            "checkpoint": {"path": str(ckpt_path), "sha256": ckpt_sha,
+                           "clean_test_accuracy": ckpt.meta.get("clean_test_accuracy")},
+            "provenance": prov.to_dict(), "seed": run.seed,
+        }
+        previous = _resumable(out, header, force)
+        if previous is not None:
+            indices, drawn = previous["image_set"]["indices"], previous["image_set"]["drawn"]
+        else:
+            indices, drawn = select_images(model, test.images, test.labels, run.images, run.seed, dev)
+        images = to_float(test.images[indices]).to(dev)
+        labels = test.labels[indices].to(dev)
+        store = _adversarial_store(out, previous)
 
-    settings = spec.settings(config)
-    repeats = 1 if spec.deterministic else run.repeats
-    done = {s["label"]: s["repeats"] for s in (previous or {}).get("settings", [])}
-    result: dict[str, Any] = header | {
-        "status": "partial",
-        "image_set": {"requested": run.images, "indices": indices, "drawn": drawn, "selection_seed": run.seed},
-        "repeats_per_setting": repeats,
-        "settings": [],
-        "wall_time_s": (previous or {}).get("wall_time_s", 0.0),
-        "device": str(dev),
-        "versions": library_versions(),
-    }
-    result["settings"] = [{"label": label, "config": config_to_dict(c), "repeats": list(done.get(label, []))}
-                          for label, c in settings]
-    if previous is not None and "adversarials" in previous:
-        result["adversarials"] = previous["adversarials"]  # the .npz holding the repeats carried over
-    total = len(settings) * repeats
-    finished = sum(len(s["repeats"]) for s in result["settings"])
-    with progress_bar(show_progress) as bar:
-        task = bar.add_task(f"{run.attack} {ckpt_path.stem}", total=total, completed=finished)
-        for s_idx, (label, setting) in enumerate(settings):
-            entry = result["settings"][s_idx]
-            for r in range(len(entry["repeats"]), repeats):
-                seed = run.seed * 1_000_003 + s_idx * 1_009 + r
-                start = time.perf_counter()
-                outcome = spec.fn(model, images, labels, setting, torch.Generator().manual_seed(seed))
-                verdict = judge(model, images, labels, outcome, **spec.budget(setting))
-                elapsed = time.perf_counter() - start - outcome.meta.get("compile_s", 0.0)  # compiling is not attacking
-                kept = keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting))
-                entry["repeats"].append(repeat_summary(verdict) | {
-                    "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
-                    "queries_total": int(outcome.queries.sum()), **kept, **outcome.meta,
-                    "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu(), outcome.details),
-                })
-                result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)
-                block = store.write()  # before the JSON that names it: see Store
-                if block is not None:
-                    result["adversarials"] = block
-                write_result(out, result)
-                bar.update(task, advance=1)
-                if on_repeat is not None:
-                    on_repeat(label, r)
-            entry["aggregate"] = aggregate(entry["repeats"])
-    result["status"] = "complete"
-    written = write_result(out, result)
-    if "adversarials" not in result:
-        store.path.unlink(missing_ok=True)  # a stale .npz of an earlier run under this name
-    return out, written
+        settings = spec.settings(config)
+        repeats = 1 if spec.deterministic else run.repeats
+        done = {s["label"]: s["repeats"] for s in (previous or {}).get("settings", [])}
+        result: dict[str, Any] = header | {
+            "status": "partial",
+            "image_set": {"requested": run.images, "indices": indices, "drawn": drawn, "selection_seed": run.seed},
+            "repeats_per_setting": repeats,
+            "settings": [],
+            "wall_time_s": (previous or {}).get("wall_time_s", 0.0),
+            "device": str(dev),
+            "versions": library_versions(),
+        }
+        result["settings"] = [{"label": label, "config": config_to_dict(c), "repeats": list(done.get(label, []))}
+                              for label, c in settings]
+        if previous is not None and "adversarials" in previous:
+            result["adversarials"] = previous["adversarials"]  # the .npz holding the repeats carried over
+        total = len(settings) * repeats
+        finished = sum(len(s["repeats"]) for s in result["settings"])
+        with progress_bar(show_progress) as bar:
+            task = bar.add_task(f"{run.attack} {ckpt_path.stem}", total=total, completed=finished)
+            for s_idx, (label, setting) in enumerate(settings):
+                entry = result["settings"][s_idx]
+                for r in range(len(entry["repeats"]), repeats):
+                    seed = run.seed * 1_000_003 + s_idx * 1_009 + r
+                    start = time.perf_counter()
+                    outcome = spec.fn(model, images, labels, setting, torch.Generator().manual_seed(seed))
+                    verdict = judge(model, images, labels, outcome, **spec.budget(setting))
+                    elapsed = time.perf_counter() - start - outcome.meta.get("compile_s", 0.0)  # compiling is not attacking
+                    kept = keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting))
+                    entry["repeats"].append(repeat_summary(verdict) | {
+                        "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
+                        "queries_total": int(outcome.queries.sum()), **kept, **outcome.meta,
+                        "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu(), outcome.details),
+                    })
+                    result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)
+                    block = store.write()  # before the JSON that names it: see Store
+                    if block is not None:
+                        result["adversarials"] = block
+                    write_result(out, result)
+                    bar.update(task, advance=1)
+                    if on_repeat is not None:
+                        on_repeat(label, r)
+                entry["aggregate"] = aggregate(entry["repeats"])
+        result["status"] = "complete"
+        written = write_result(out, result)
+        if "adversarials" not in result:
+            store.path.unlink(missing_ok=True)  # a stale .npz of an earlier run under this name
+        return out, written
 
 
 def _adversarial_store(out: Path, previous: dict[str, Any] | None) -> Store:
