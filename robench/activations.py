@@ -22,12 +22,23 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .errors import ConfigError
 from .registry import Registry
 
 ActivationFactory = Callable[[int], nn.Module]
 
-ACTIVATIONS: Registry[Callable[..., nn.Module]] = Registry("activation")
-register_activation = ACTIVATIONS.register  # builder(channels, **options) -> nn.Module
+
+
+def _builder(name: str, obj: Any) -> Callable[..., nn.Module]:
+    if not callable(obj):
+        raise ConfigError(f"activation {name!r} is a {type(obj).__name__}, not a factory")
+    return obj
+
+
+# builder(channels, **options) -> nn.Module (channels: dim 1 of its input)
+ACTIVATIONS: Registry[Callable[..., nn.Module]] = Registry("activation", group="robench.activations", check=_builder,
+                                                          specs=True)
+register_activation = ACTIVATIONS.register
 
 
 def activation_names() -> list[str]:
@@ -38,9 +49,16 @@ def build_activation(name: str, channels: int, **options: Any) -> nn.Module:
     """A fresh activation module for a layer with ``channels`` channels (dim 1 of its input)."""
     builder = ACTIVATIONS.get(name)
     try:
-        return builder(channels, **options)
+        module = builder(channels, **options)
     except TypeError as err:  # an option this activation does not take
         raise ValueError(f"bad option for activation {name!r}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a plugin's code can raise anything
+        if name not in ACTIVATIONS.external:
+            raise
+        raise ConfigError(f"activation {name} failed: {type(err).__name__}: {err}") from None
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"activation {name} returned a {type(module).__name__}, not a torch.nn.Module")
+    return module
 
 
 def activation_factory(name: str, **options: Any) -> ActivationFactory:

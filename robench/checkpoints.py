@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .models import ModelArgs, build_model_from_args
+from .registry import file_name_part, is_factory_spec
 from .storage import atomic_write_bytes, atomic_write_json
 
 FORMAT = "robench-checkpoint"
@@ -79,19 +80,23 @@ def _read_bytes(path: Path) -> bytes:
 def read_payload(path: str | Path) -> dict[str, Any]:
     """The raw payload, checked for format; never runs code from the file."""
     path = Path(path)
-    return _parse_payload(path, _read_bytes(path))
+    data = _read_bytes(path)
+    return _check_payload(path, _torch_load(path, data))
 
 
-def _parse_payload(path: Path, data: bytes) -> dict[str, Any]:
+def _torch_load(path: Path, data: bytes) -> Any:
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
         raise CheckpointError(f"{path} is not a robench checkpoint (refused to load it: {first[:160]})") from None
     except Exception as err:  # noqa: BLE001 - torch.load on arbitrary bytes raises anything
         raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(err).__name__})") from None
+
+
+def _check_payload(path: Path, payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a robench checkpoint (no '{FORMAT}' header)")
+        raise CheckpointError(f"{path} is not a robench checkpoint (no '{FORMAT}' header) nor a plain state_dict")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {payload.get('version')}, this robench reads {VERSION}")
     return payload
@@ -104,11 +109,19 @@ def load_checkpoint(
     dataset: str | None = None,
     device: torch.device | str = "cpu",
 ) -> Checkpoint:
-    """Rebuild and load the model in ``path``; ``model``/``act``/``dataset`` given are checked."""
+    """Rebuild and load the model in ``path``; ``model``/``act``/``dataset`` given are checked.
+
+    A plain ``state_dict`` (a file robench did not write) loads too, into the model that
+    ``model``/``act``/``dataset`` name: its keys are either a whole robench model's (``normalize.*``
+    and ``body.*``) or the body's alone, which then gets the dataset's normalisation, as robench's
+    own training gives it. Its metadata says ``external: state_dict``."""
     path = Path(path)
     data = _read_bytes(path)  # hashed and parsed from the same bytes: no swap in between
     sha256 = hashlib.sha256(data).hexdigest()
-    payload = _parse_payload(path, data)
+    loaded = _torch_load(path, data)
+    if _is_state_dict(loaded):
+        return _load_state_dict(path, loaded, sha256, model, act, dataset, device)
+    payload = _check_payload(path, loaded)
     try:
         args = ModelArgs.from_dict(payload["model_args"])
         stored_dataset = str(payload["dataset"])
@@ -125,20 +138,65 @@ def load_checkpoint(
     for what, wanted, stored in (("model", model, args.name), ("act", act, args.act), ("dataset", dataset, stored_dataset)):
         if wanted is not None and wanted != stored:
             raise CheckpointError(f"checkpoint {path.name} was trained with {what}={stored}, not {wanted}")
+    if is_factory_spec(args.name) and model != args.name:  # a file never chooses what robench imports
+        raise CheckpointError(f"checkpoint {path.name} was built by the factory {args.name}; "
+                              f"pass --model {args.name} to import it")
+    net = _rebuild(path, args)
+    _fill(net, state, path, f"{args.name}/{args.act}")
+    net.eval().to(device)
+    return Checkpoint(net, args, stored_dataset, path, meta, sha256)
+
+
+def _rebuild(path: Path, args: ModelArgs) -> nn.Module:
     try:
-        net = build_model_from_args(args)
+        return build_model_from_args(args)
     except ValueError as err:
         raise CheckpointError(f"{path.name}: cannot rebuild its model: {err}") from None
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        detail = str(err).splitlines()[0]
-        raise CheckpointError(f"{path.name}: weights do not fit {args.name}/{args.act}: {detail}") from None
+
+
+def _fill(net: nn.Module, state: dict[str, Any], path: Path, what: str) -> None:
+    """Load ``state`` into ``net`` strictly; a mismatch names the first missing or unexpected key
+    (or the first wrong shape), and NaN/inf weights are refused."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
+        counts = f" ({len(missing)} missing, {len(unexpected)} unexpected)"
+        raise CheckpointError(f"{path.name}: weights do not fit {what}: {first}{counts}")
+    for key, value in own.items():
+        got = state[key]
+        if not isinstance(got, torch.Tensor) or got.shape != value.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise CheckpointError(f"{path.name}: weights do not fit {what}: {key!r} has shape {shape}, "
+                                  f"the model's is {tuple(value.shape)}")
     bad = _first_non_finite(state)
     if bad is not None:
         raise CheckpointError(f"checkpoint {path} has non-finite weights (first: {bad})")
+    net.load_state_dict(state, strict=True)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """A plain ``model.state_dict()``: names to tensors, no robench header."""
+    return (isinstance(obj, dict) and bool(obj) and "format" not in obj
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _load_state_dict(path: Path, state: dict[str, Any], sha256: str, model: str | None, act: str | None,
+                     dataset: str | None, device: torch.device | str) -> Checkpoint:
+    from .data import dataset_info  # data imports nothing of this module; kept local to keep it so
+
+    if model is None or act is None or dataset is None:
+        raise CheckpointError(f"{path} is a plain state_dict: name the model it fits with --model, --act and --dataset")
+    info = dataset_info(dataset)
+    args = ModelArgs(name=model, act=act, num_classes=info.num_classes, in_channels=info.channels,
+                     image_size=info.image_size, mean=info.mean, std=info.std)
+    net = _rebuild(path, args)
+    whole = any(k.startswith("normalize.") for k in state)
+    _fill(net if whole else net.body, state, path, f"{model}/{act}" + ("" if whole else " (its body)"))  # type: ignore[arg-type]
     net.eval().to(device)
-    return Checkpoint(net, args, stored_dataset, path, meta, sha256)
+    meta = {"external": "state_dict", "keys": "model" if whole else "body"}
+    return Checkpoint(net, args, dataset, path, meta, sha256)
 
 
 def _first_non_finite(state: dict[str, Any]) -> str | None:
@@ -185,7 +243,7 @@ def _check_identity(meta: dict[str, Any], path: Path, payload: dict[str, Any]) -
 
 def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False, seed: int = 0, directory: Path = DEFAULT_DIR) -> Path:
     aug = "-aug" if augment else ""
-    return Path(directory) / f"{model}-{act}-{dataset}{aug}-s{seed}.pt"
+    return Path(directory) / f"{file_name_part(model)}-{file_name_part(act)}-{dataset}{aug}-s{seed}.pt"
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

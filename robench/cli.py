@@ -68,23 +68,23 @@ def _emit(text: str, out: Path | None) -> None:
         _console().print(f"wrote {out}")
 
 
-def parse_act_options(items: list[str] | None) -> dict[str, Any]:
+def parse_act_options(items: list[str] | None, flag: str = "--act-opt") -> dict[str, Any]:
     """``["per_channel=true", "hinges=[0,1,2]"]`` -> dict, values parsed as YAML scalars/lists."""
     options: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--act-opt takes KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
         try:
             options[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise ConfigError(f"--act-opt {key}: cannot parse value {value!r}") from None
+            raise ConfigError(f"{flag} {key}: cannot parse value {value!r}") from None
     return options
 
 
 @app.command()
 def train(
-    model: str = typer.Option("lenet5", help="model name (robench models --known lists them)"),
+    model: str = typer.Option("lenet5", help="model name (robench models --known lists them) or package.module:factory"),
     act: str = typer.Option("relu", help="activation name"),
     dataset: str = typer.Option("cifar10", help="cifar10, cifar100 or mnist"),
     epochs: int = typer.Option(8),
@@ -158,7 +158,7 @@ def models(
 
 @app.command()
 def attack(
-    model: str = typer.Option("lenet5"),
+    model: str = typer.Option("lenet5", help="model name or package.module:factory (the checkpoint must match)"),
     act: str = typer.Option("relu"),
     dataset: str = typer.Option("cifar10"),
     attack: str = typer.Option("pixel", "--attack", help="pixel (DE), sparse_rs, fgsm, pgd, fmn, cw or ensemble"),
@@ -182,10 +182,13 @@ def attack(
                                            "searches), eager or compiled"),
     search_dtype: str = typer.Option(None, help="pixel, sparse_rs: the search's precision: float32, bf16 or fp16 "
                                                 "(a GPU's; verdicts stay float32)"),
+    attack_opt: list[str] = typer.Option(None, "--attack-opt", help="any field of the attack's config, KEY=VALUE "
+                                                                     "(repeatable; for plugin attacks)"),
     images: int = typer.Option(100, help="correctly classified test images to attack"),
     repeats: int = typer.Option(5, help="independent repeats (random attacks only)"),
     seed: int = typer.Option(0, help="seeds the image set and every repeat"),
-    checkpoint: Path = typer.Option(None, help="default checkpoints/<model>-<act>-<dataset>-s0.pt"),
+    checkpoint: Path = typer.Option(None, help="default checkpoints/<model>-<act>-<dataset>-s0.pt; a plain "
+                                               "state_dict loads into --model/--act (marked external)"),
     device: str = typer.Option("auto"),
     out: Path = typer.Option(None, help="result file (default attacks/<checkpoint>--<attack><tag>-seed<seed>.json)"),
     data_dir: Path = typer.Option(None),
@@ -202,7 +205,12 @@ def attack(
                  "p-init": p_init, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts, "loss": loss,
                  "members": members, "l2-budget": l2_budget, "forward": forward,
                  "search-dtype": search_dtype}
-        run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=attack_options(attack, given),
+        options = attack_options(attack, given)
+        extra = parse_act_options(attack_opt, "--attack-opt")
+        clash = sorted(set(options) & set(extra))
+        if clash:
+            raise ConfigError(f"--attack-opt {clash[0]} is set by its own flag too")
+        run = AttackRun(model=model, act=act, dataset=dataset, attack=attack, options=options | extra,
                         images=images, repeats=repeats, seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
         try:
             return (*run_attack(run, out=out, data_dir=data_dir, device=device, force=force, show_progress=not quiet),

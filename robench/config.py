@@ -97,5 +97,7 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         """``<model>-<act>-<dataset>[-aug]-s<seed>``: the checkpoint's file stem."""
+        from .registry import file_name_part
+
         aug = "-aug" if self.augment else ""
-        return f"{self.model}-{self.act}-{self.dataset}{aug}-s{self.seed}"
+        return f"{file_name_part(self.model)}-{file_name_part(self.act)}-{self.dataset}{aug}-s{self.seed}"

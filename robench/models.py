@@ -11,15 +11,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import inspect
+
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from .activations import ActivationFactory, activation_factory
+from .errors import ConfigError
 from .registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-register_model = MODELS.register  # builder(act=factory, num_classes, in_channels, image_size) -> body
+
+
+
+def _builder(name: str, obj: Any) -> Callable[..., nn.Module]:
+    if not callable(obj):
+        raise ConfigError(f"model {name!r} is a {type(obj).__name__}, not a factory")
+    return obj
+
+
+# builder(act=factory, num_classes, in_channels[, image_size]) -> body that takes normalised images
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", group="robench.models", check=_builder, specs=True)
+register_model = MODELS.register
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,52 @@ def build_model(
 
 
 def build_model_from_args(args: ModelArgs) -> nn.Module:
+    """The model ``args`` describe: its body (from the registered or imported factory) after a
+    Normalize layer; a factory that fails, returns no module or gives logits of the wrong shape is
+    a ConfigError that says which."""
     builder = MODELS.get(args.name)
     factory = activation_factory(args.act, **args.act_options)
-    body = builder(
-        act=factory, num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size
-    )
-    return Classifier(Normalize(args.mean, args.std, args.in_channels), body)
+    kwargs: dict[str, Any] = {"act": factory, "num_classes": args.num_classes, "in_channels": args.in_channels,
+                              "image_size": args.image_size}
+    if args.name in MODELS.external:  # robench's own take all four; a plugin may not take image_size
+        try:
+            params = inspect.signature(builder).parameters
+        except (TypeError, ValueError):
+            params = {}
+        if "image_size" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs.pop("image_size")
+        try:
+            body = builder(**kwargs)
+        except Exception as err:  # noqa: BLE001 - user code can raise anything
+            raise ConfigError(f"model factory {args.name} failed: {type(err).__name__}: {err}") from None
+    else:
+        body = builder(**kwargs)
+    if not isinstance(body, nn.Module):
+        raise ConfigError(f"model factory {args.name} returned a {type(body).__name__}, not a torch.nn.Module")
+    model = Classifier(Normalize(args.mean, args.std, args.in_channels), body)
+    check_logits(model, args.in_channels, args.image_size, args.num_classes, f"model {args.name}")
+    return model
+
+
+@torch.no_grad()
+def check_logits(model: nn.Module, channels: int, size: int, num_classes: int, what: str) -> None:
+    """Run two blank images through ``model`` (in eval mode, so nothing it holds changes) and
+    require (2, num_classes) logits: a model with the wrong head would otherwise be attacked,
+    and its argmax over the wrong classes counted."""
+    param = next(model.parameters(), None)
+    x = torch.zeros(2, channels, size, size, device=param.device if param is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x)
+    except Exception as err:  # noqa: BLE001 - user code can raise anything
+        raise ConfigError(f"{what} fails on a batch of shape {tuple(x.shape)}: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    finally:
+        model.train(was_training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, num_classes):
+        raise ConfigError(f"{what} maps a batch of shape {tuple(x.shape)} to {shape}, not (2, {num_classes}) logits")
 
 
 class Normalize(nn.Module):

@@ -28,6 +28,7 @@ from .attacks import get_attack
 from .attacks.metrics import aggregate, gain_vs_relu, mean_std
 from .config import config_from_dict
 from .errors import ConfigError, ResultError
+from .registry import file_name_part
 from .results import OnError, list_results, warn_skipped
 from .robustness import (RobustCell, Threat, gather, lower_bounds, median_distance, result_ident, sanity_flags, threat,
                          worst_case)
@@ -120,9 +121,12 @@ def paper_numbers() -> dict[str, Any]:
 
 
 def checkpoint_tag(result: dict[str, Any]) -> str:
-    """``s0`` for checkpoints/<model>-<act>-<dataset>-s0.pt; the whole stem for other names."""
+    """``s0`` for checkpoints/<model>-<act>-<dataset>-s0.pt; the whole stem for other names;
+    ``w`` and the weights' fingerprint for a module evaluated from Python (it has no file)."""
+    if result["checkpoint"].get("external") == "module":
+        return "w" + result["checkpoint"]["sha256"][:6]
     stem = Path(result["checkpoint"]["path"]).stem
-    prefix = f"{result['model']}-{result['act']}-{result['dataset']}-"
+    prefix = f"{file_name_part(result['model'])}-{file_name_part(result['act'])}-{result['dataset']}-"
     return stem[len(prefix):] if stem.startswith(prefix) else stem
 
 

@@ -92,8 +92,10 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def verify_results(paths: Iterable[str | Path], data_dir: str | Path | None = None, device: str = "auto",
-                   replay: bool = False, on_result: Callable[[Verification], None] | None = None) -> list[Verification]:
-    """Verify every result in ``paths`` (files or folders); bad input raises, mismatches are returned."""
+                   replay: bool = False, on_result: Callable[[Verification], None] | None = None,
+                   module: torch.nn.Module | None = None) -> list[Verification]:
+    """Verify every result in ``paths`` (files or folders); bad input raises, mismatches are returned.
+    ``module``: the model behind results of ``robench.evaluate`` (they store no checkpoint)."""
     files = result_files(paths)
     if not files:
         raise ResultError("no result files to verify")
@@ -101,7 +103,7 @@ def verify_results(paths: Iterable[str | Path], data_dir: str | Path | None = No
     dev = resolve_device(device)
     out = []
     for path in files:
-        v = verify_result(path, data, dev, replay)
+        v = verify_result(path, data, dev, replay, module=module)
         out.append(v)
         if on_result is not None:
             on_result(v)
@@ -112,21 +114,17 @@ Replayed = Callable[[int, int, AttackOutcome, torch.Tensor], None]  # (setting, 
 
 
 def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = False,
-                  on_replay: Replayed | None = None) -> Verification:
+                  on_replay: Replayed | None = None, module: torch.nn.Module | None = None) -> Verification:
     """Verify one result file against its checkpoint and data; see the module docstring.
-    ``on_replay`` sees every replayed repeat's outcome (the migration stores them)."""
+    ``on_replay`` sees every replayed repeat's outcome (the migration stores them); ``module`` is
+    the model of a result ``robench.evaluate`` made (as evaluate attacked it, normalisation included)."""
     res = read_result(path)
     v = Verification(path)
     spec = get_attack(res["attack"])
     config = config_from_dict(spec.config_cls, res["attack_config"], f"{path}: attack_config")
-    ckpt_path = Path(res["checkpoint"]["path"])
-    if not ckpt_path.is_file():
-        raise ResultError(f"{path}: its checkpoint {ckpt_path} is not here; run verify where it was made")
-    sha = file_sha256(ckpt_path)
-    if sha != res["checkpoint"]["sha256"]:
-        v.mismatches.append(Mismatch("checkpoint", f"sha256 of {ckpt_path}", res["checkpoint"]["sha256"], sha))
+    model = _model(path, res, v, device, module)
+    if model is None:
         return v
-    model = load_checkpoint(ckpt_path, model=res["model"], act=res["act"], dataset=res["dataset"], device=device).model
     test, fingerprint = data.get(res["dataset"])
     if fingerprint != res["provenance"].get("data_sha256"):
         v.mismatches.append(Mismatch("data", "data_sha256", res["provenance"].get("data_sha256"), fingerprint))
@@ -161,6 +159,33 @@ def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = 
         if "aggregate" in entry:
             _compare_numbers(v, label, "aggregate", entry["aggregate"], aggregate(entry["repeats"]), 1e-9)
     return v
+
+
+def _model(path: Path, res: dict[str, Any], v: Verification, device: torch.device,
+           module: torch.nn.Module | None) -> torch.nn.Module | None:
+    """The model the result was made with, from its checkpoint file (sha256 checked) or, for a
+    result of ``robench.evaluate``, the module handed in (weights fingerprint checked); None after
+    recording a mismatch."""
+    block = res["checkpoint"]
+    if block.get("external") == "module":
+        if module is None:
+            raise ResultError(f"{path}: made by robench.evaluate on a module in memory; verify it from Python: "
+                              f"robench.verify('{path}', model=...)")
+        from .api import weights_fingerprint
+
+        found = weights_fingerprint(module)
+        if found != block["sha256"]:
+            v.mismatches.append(Mismatch("checkpoint", "weights fingerprint of the module", block["sha256"], found))
+            return None
+        return module.to(device).eval()
+    ckpt_path = Path(block["path"])
+    if not ckpt_path.is_file():
+        raise ResultError(f"{path}: its checkpoint {ckpt_path} is not here; run verify where it was made")
+    sha = file_sha256(ckpt_path)
+    if sha != block["sha256"]:
+        v.mismatches.append(Mismatch("checkpoint", f"sha256 of {ckpt_path}", block["sha256"], sha))
+        return None
+    return load_checkpoint(ckpt_path, model=res["model"], act=res["act"], dataset=res["dataset"], device=device).model
 
 
 def _store(path: Path, res: dict[str, Any], v: Verification) -> Store:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .base import AttackFn
 from .ensemble import EnsembleConfig, ensemble_attack
@@ -87,7 +88,17 @@ def _options(options: dict[str, Any], budget_keys: set[str], name: str) -> dict[
     return options
 
 
-ATTACKS: Registry[AttackSpec] = Registry("attack")
+def _spec(name: str, obj: Any) -> AttackSpec:
+    """A plugin's entry point names an AttackSpec (or a function that returns one) of its own name."""
+    spec = obj() if callable(obj) and not isinstance(obj, AttackSpec) else obj
+    if not isinstance(spec, AttackSpec):
+        raise ConfigError(f"attack plugin {name!r} gives a {type(spec).__name__}, not a robench.AttackSpec")
+    if spec.name != name:
+        raise ConfigError(f"attack plugin {name!r} gives an AttackSpec named {spec.name!r}")
+    return spec
+
+
+ATTACKS: Registry[AttackSpec] = Registry("attack", group="robench.attacks", check=_spec)
 for _spec in (
     AttackSpec(
         "pixel", PixelAttackConfig, pixel_attack,

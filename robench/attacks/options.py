@@ -75,3 +75,59 @@ def attack_options(attack: str, given: dict[str, Any]) -> dict[str, Any]:
         elif "pixels" in options:
             options["threat"] = "l0"
     return options
+
+
+# The flag ``NAME:VALUE`` sets in the Python API's short attack strings (``pixel:3``, ``fgsm:0.02,0.04``).
+SHORTHAND: dict[str, str] = {"pixel": "pixels", "sparse_rs": "pixels", "fgsm": "eps", "pgd": "eps", "fmn": "eps",
+                             "cw": "l2-budget", "ensemble": "eps"}
+
+
+def parse_attack(item: Any) -> tuple[str, dict[str, Any]]:
+    """An attack as the Python API takes it -> (name, config fields).
+
+    ``"pixel"``, ``"pixel:3"``, ``"fgsm:1/255,8/255"`` (the budget, parsed as the CLI flag it stands
+    for); ``("pgd", {"norm": "l2", "epsilons": [0.5]})`` or ``{"attack": "pgd", ...}`` (config fields);
+    or a config object of a registered attack (``PGDConfig(...)``)."""
+    import dataclasses
+
+    from . import ATTACKS, get_attack
+
+    if isinstance(item, str):
+        name, sep, value = item.partition(":")
+        get_attack(name)
+        if not sep:
+            return name, {}
+        if name not in SHORTHAND:
+            raise ConfigError(f"attack {name!r} has no NAME:VALUE shorthand; give it as (name, {{options}})")
+        flag = SHORTHAND[name]
+        if flag == "pixels":
+            try:
+                parsed: Any = int(value)
+            except ValueError:
+                raise ConfigError(f"{item!r}: the pixel count must be a whole number") from None
+        elif flag == "l2-budget":
+            parsed = parse_budgets(value)
+            if len(parsed) != 1:
+                raise ConfigError(f"{item!r}: cw takes one L2 budget")
+            parsed = parsed[0]
+        else:
+            parsed = value
+        return name, attack_options(name, {flag: parsed})
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict):
+        get_attack(item[0])
+        return item[0], dict(item[1])
+    if isinstance(item, dict):
+        options = dict(item)
+        name = options.pop("attack", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"an attack given as a mapping needs an 'attack' key, got {sorted(item)}")
+        get_attack(name)
+        return name, options
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        owners = [n for n in ATTACKS.names() if get_attack(n).config_cls is type(item)]
+        if len(owners) != 1:
+            raise ConfigError(f"{type(item).__name__} is the config of no registered attack")
+        blank = type(item)()  # only what differs from the defaults, as the command line would give it
+        return owners[0], {f.name: getattr(item, f.name) for f in dataclasses.fields(item)
+                           if getattr(item, f.name) != getattr(blank, f.name)}
+    raise ConfigError(f"cannot read {item!r} as an attack: give 'name', 'name:budget', (name, options) or a config object")

@@ -60,12 +60,14 @@ class AttackRun:
     def checkpoint_path(self) -> Path:
         return Path(self.checkpoint) if self.checkpoint else default_checkpoint(self.model, self.act, self.dataset)
 
-    def result_name(self) -> str:
+    def result_name(self, stem: str | None = None) -> str:
         """``<checkpoint stem>--<attack><tag>-seed<seed>-<hash>.json``: the tag (``3px``, ``-linf``) says
         what splits one attack into several files (AttackSpec.tag), the hash covers everything else
-        that changes the numbers, so a 20-image run never meets the 100-image one."""
+        that changes the numbers, so a 20-image run never meets the 100-image one. ``stem`` replaces
+        the checkpoint's (a module handed to ``robench.evaluate`` has none)."""
         tag = get_attack(self.attack).tag(self.attack_config())
-        return f"{self.checkpoint_path().stem}--{self.attack}{tag}-seed{self.seed}-{self.settings_hash()}.json"
+        stem = stem if stem is not None else self.checkpoint_path().stem
+        return f"{stem}--{self.attack}{tag}-seed{self.seed}-{self.settings_hash()}.json"
 
     def settings_hash(self) -> str:
         """Six hex digits of the sha256 of the image count, the repeats that run and every attack
@@ -149,27 +151,52 @@ def run_attack(
 ) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) ``run`` and write its result file; returns its path and content. With ``wait``
     False, a result another process is computing raises CellBusy at once instead of waiting."""
-    spec = get_attack(run.attack)
-    config = run.attack_config()
     # The default checkpoint written out, so `robench attack` and a suite naming the same file
     # describe the same run (and can resume each other's partial results).
     run = dataclasses.replace(run, checkpoint=str(run.checkpoint_path()))
+    ckpt_path = run.checkpoint_path()
+
+    def load(dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+        ckpt = load_checkpoint(ckpt_path, model=run.model, act=run.act, dataset=run.dataset, device=dev)
+        block = {"path": str(ckpt_path), "sha256": ckpt.sha256,  # of the very bytes loaded
+                 "clean_test_accuracy": ckpt.meta.get("clean_test_accuracy")}
+        if "external" in ckpt.meta:
+            block["external"] = ckpt.meta["external"]
+        return ckpt.model, block
+
     out = Path(out) if out else DEFAULT_DIR / run.result_name()
+    return attack_model(run, load, out, data_dir, device, force, show_progress, on_repeat, wait)
+
+
+ModelLoader = Callable[[torch.device], tuple[torch.nn.Module, dict[str, Any]]]
+
+
+def attack_model(
+    run: AttackRun,
+    load: ModelLoader,
+    out: Path,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
+    show_progress: bool = False,
+    on_repeat: Callable[[str, int], None] | None = None,
+    wait: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """The attack run itself, for any model: ``load(device)`` gives the model (eval mode, on that
+    device) and the result's ``checkpoint`` block, which says where it came from and fingerprints
+    its weights. ``run_attack`` loads a checkpoint; ``robench.evaluate`` hands in a module."""
+    spec = get_attack(run.attack)
+    config = run.attack_config()
     check_writable(out, "result")
     check_writable(npz_path(out), "adversarials file")
     with cell_lock(out, blocking=wait):  # a second process on the same result waits, then finds it stored
         dev = resolve_device(device)
-        ckpt_path = run.checkpoint_path()
-        ckpt = load_checkpoint(ckpt_path, model=run.model, act=run.act, dataset=run.dataset, device=dev)
-        model = ckpt.model
-        ckpt_sha = ckpt.sha256  # the very bytes loaded
+        model, checkpoint = load(dev)
         test, prov = load_split(run.dataset, train=False, data_dir=data_dir)
 
         header = {
             "model": run.model, "act": run.act, "dataset": run.dataset, "attack": run.attack,
-            "attack_config": config_to_dict(config), "run": config_to_dict(run),
-            "checkpoint": {"path": str(ckpt_path), "sha256": ckpt_sha,
-                           "clean_test_accuracy": ckpt.meta.get("clean_test_accuracy")},
+            "attack_config": config_to_dict(config), "run": config_to_dict(run), "checkpoint": checkpoint,
             "provenance": prov.to_dict(), "seed": run.seed,
         }
         previous = _resumable(out, header, force)
@@ -200,7 +227,7 @@ def run_attack(
         total = len(settings) * repeats
         finished = sum(len(s["repeats"]) for s in result["settings"])
         with progress_bar(show_progress) as bar:
-            task = bar.add_task(f"{run.attack} {ckpt_path.stem}", total=total, completed=finished)
+            task = bar.add_task(f"{run.attack} {Path(checkpoint['path']).stem or run.model}", total=total, completed=finished)
             for s_idx, (label, setting) in enumerate(settings):
                 entry = result["settings"][s_idx]
                 for r in range(len(entry["repeats"]), repeats):
