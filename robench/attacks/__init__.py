@@ -88,7 +88,7 @@ def _options(options: dict[str, Any], budget_keys: set[str], name: str) -> dict[
     return options
 
 
-def _spec(name: str, obj: Any) -> AttackSpec:
+def _plugin_spec(name: str, obj: Any) -> AttackSpec:
     """A plugin's entry point names an AttackSpec (or a function that returns one) of its own name."""
     spec = obj() if callable(obj) and not isinstance(obj, AttackSpec) else obj
     if not isinstance(spec, AttackSpec):
@@ -98,7 +98,7 @@ def _spec(name: str, obj: Any) -> AttackSpec:
     return spec
 
 
-ATTACKS: Registry[AttackSpec] = Registry("attack", group="robench.attacks", check=_spec)
+ATTACKS: Registry[AttackSpec] = Registry("attack", group="robench.attacks", check=_plugin_spec)
 for _spec in (
     AttackSpec(
         "pixel", PixelAttackConfig, pixel_attack,
