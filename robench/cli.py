@@ -17,6 +17,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from .errors import ConfigError, RobenchError
 
@@ -184,6 +185,9 @@ def attack(
                                                 "(a GPU's; verdicts stay float32)"),
     attack_opt: list[str] = typer.Option(None, "--attack-opt", help="any field of the attack's config, KEY=VALUE "
                                                                      "(repeatable; for plugin attacks)"),
+    early_stop: bool = typer.Option(None, "--early-stop/--no-early-stop",
+                                    help="pixel: stop an image at its first success (default) or search every "
+                                         "generation for the lowest true-class probability (the paper's avg|Z|)"),
     images: int = typer.Option(100, help="correctly classified test images to attack"),
     repeats: int = typer.Option(5, help="independent repeats (random attacks only)"),
     seed: int = typer.Option(0, help="seeds the image set and every repeat"),
@@ -204,7 +208,7 @@ def attack(
                  "strategy": strategy, "crossover": crossover, "crossover-rate": crossover_rate, "queries": queries,
                  "p-init": p_init, "eps": eps, "norm": norm, "steps": steps, "restarts": restarts, "loss": loss,
                  "members": members, "l2-budget": l2_budget, "forward": forward,
-                 "search-dtype": search_dtype}
+                 "search-dtype": search_dtype, "early-stop": early_stop}
         options = attack_options(attack, given)
         extra = parse_act_options(attack_opt, "--attack-opt")
         clash = sorted(set(options) & set(extra))
@@ -296,18 +300,34 @@ def stats(
     _emit(text, out)
 
 
-@app.command()
+class _RayOptionalValue(TyperCommand):
+    """``--ray`` with no value (last, or before another option) means a local cluster: Typer has no
+    option with an optional value, so the bare flag is rewritten to ``--ray=local`` before parsing."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = ["--ray=local" if a == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")) else a
+                for i, a in enumerate(args)]
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_RayOptionalValue)
 def suite(
     config: Path = typer.Argument(..., help="suite YAML, e.g. configs/paper-lenet5.yaml"),
     device: str = typer.Option("auto"),
     data_dir: Path = typer.Option(None),
+    workers: int = typer.Option(1, help="cells run at once, each in its own process with cores/N torch threads "
+                                        "(on a GPU the N share it; with --ray: cells per GPU, or CPUs of a local cluster)"),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="run the cells as Ray tasks (needs robench[ray]): alone, on a local cluster; "
+                                 "'auto' or host:port joins a running one. Put it after CONFIG"),
     quiet: bool = typer.Option(False),
 ) -> None:
     """Run a models × activations × seeds × attacks grid: missing cells run, finished ones are skipped.
 
-    A suite with a ``train:`` section first trains the checkpoints it lacks."""
+    A suite with a ``train:`` section first trains the checkpoints it lacks. A cell that fails skips
+    only the cells that need it; the failures are listed at the end (exit 1)."""
     from .report import build_report, render_rich
-    from .suite import load_suite, run_suite
+    from .suite import SuiteIncomplete, load_suite, run_suite
 
     def go() -> Any:
         s = load_suite(config)
@@ -320,17 +340,27 @@ def suite(
             if not quiet:
                 print(f"{what:8s} {path}", file=sys.stderr)
 
-        return s, run_suite(s, data_dir=data_dir, device=device, show_progress=not quiet, on_cell=say,
-                            on_train=say_train)
+        try:
+            return s, run_suite(s, data_dir=data_dir, device=device, show_progress=not quiet, on_cell=say,
+                                on_train=say_train, workers=workers, ray=ray), []
+        except SuiteIncomplete as incomplete:
+            return s, incomplete.done, incomplete.failures
 
-    s, cells = run_guarded(go)
-    if not cells:  # a training-only suite
+    s, cells, failures = run_guarded(go)
+    if not cells and not failures:  # a training-only suite
         _console().print(f"suite {s.name}: {len(s.trainings())} checkpoints in place; compare them with robench stats")
         return
     counts = {k: sum(1 for _, w in cells if w == k) for k in ("ran", "resumed", "skipped")}
-    _console().print(f"suite {s.name}: {counts['ran']} ran, {counts['resumed']} resumed, {counts['skipped']} already done")
-    for item in render_rich(run_guarded(lambda: build_report(s.results))):
-        _console().print(item)
+    failed = f", {len(failures)} failed or not run" if failures else ""
+    _console().print(f"suite {s.name}: {counts['ran']} ran, {counts['resumed']} resumed, {counts['skipped']} already done"
+                     f"{failed}")
+    if any(w in counts for _, w in cells):
+        for item in render_rich(run_guarded(lambda: build_report(s.results))):
+            _console().print(item)
+    for cell_id, why in failures:
+        print(f"robench: failed: {cell_id}: {why}", file=sys.stderr)
+    if failures:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -218,3 +218,32 @@ def test_de_option_errors():
         PixelAttackConfig(strategy="best2")
     with pytest.raises(ValueError, match="crossover_rate needs crossover"):
         PixelAttackConfig(crossover_rate=0.3)
+
+
+def test_no_early_stop_keeps_the_lowest_true_class_probability_among_misclassified():
+    images = torch.rand(6, 3, 8, 8, generator=gen(1))
+    images[:, 0, 5, 7] = 0.0
+    labels = torch.zeros(6, dtype=torch.long)
+    model = OnePixel()
+    # Generation 0 only: both read the same initial population (the same draws), so early stop takes
+    # its first misclassified member and no early stop the one of lowest true-class probability.
+    first = pixel_attack(model, images, labels, PixelAttackConfig(population=400, generations=0), gen(0))
+    lowest = pixel_attack(model, images, labels, PixelAttackConfig(population=400, generations=0, early_stop=False),
+                          gen(0))
+    a, b = (judge(model, images, labels, o, l0_budget=1) for o in (first, lowest))
+    assert a.success.tolist() == b.success.tolist() and a.success.any()
+    assert (b.p_true_adv[a.success] <= a.p_true_adv[a.success]).all()
+    assert (b.p_true_adv[a.success] < a.p_true_adv[a.success]).any()  # it can fail: the choice matters
+
+    full = pixel_attack(model, images, labels, PixelAttackConfig(population=100, generations=10, early_stop=False),
+                        gen(0))
+    assert full.queries.tolist() == [100 * 11] * 6  # every image searches every generation
+    assert (model(full.adversarial).argmax(1) == 1).all()
+
+
+def test_no_early_stop_is_a_de_variant_of_its_own():
+    from robench.attacks import get_attack
+
+    spec = get_attack("pixel")
+    assert spec.tag(PixelAttackConfig(pixels=1, early_stop=False)) == "1px-noearlystop"
+    assert spec.variant(PixelAttackConfig()) == ""

@@ -57,9 +57,15 @@ def test_corrupt_and_foreign_files(tmp_path, ckpt):
     with pytest.raises(CheckpointError):
         load_checkpoint(garbage)
     other = tmp_path / "other.pt"
-    torch.save({"weights": torch.zeros(3)}, other)
+    torch.save({"weights": [1, 2, 3], "epoch": 4}, other)
     with pytest.raises(CheckpointError, match="not a robench checkpoint"):
         load_checkpoint(other)
+    foreign = tmp_path / "foreign.pt"  # a plain state_dict of some other network
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="plain state_dict: name the model"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="weights do not fit lenet5/relu .its body.: missing key '0.0.weight'"):
+        load_checkpoint(foreign, model="lenet5", act="relu", dataset="cifar10")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
 

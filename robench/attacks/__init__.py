@@ -65,6 +65,8 @@ def _de_variant(c: PixelAttackConfig) -> str:
     parts = [c.strategy] if c.strategy != "rand1" else []
     if c.crossover != "none":
         parts.append(f"x{c.crossover}" + (f"{c.crossover_rate:g}" if c.crossover_rate is not None else ""))
+    if not c.early_stop:
+        parts.append("noearlystop")
     return "-".join(parts)
 
 

@@ -32,6 +32,7 @@ OPTION_FIELDS: dict[str, dict[str, str]] = {
     "l2-budget": {"cw": "l2_budget"},
     "forward": {"pixel": "forward", "sparse_rs": "forward"},
     "search-dtype": {"pixel": "search_dtype", "sparse_rs": "search_dtype"},
+    "early-stop": {"pixel": "early_stop"},
 }
 
 
