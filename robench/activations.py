@@ -28,7 +28,6 @@ from .registry import Registry
 ActivationFactory = Callable[[int], nn.Module]
 
 
-
 def _builder(name: str, obj: Any) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise ConfigError(f"activation {name!r} is a {type(obj).__name__}, not a factory")

@@ -7,11 +7,10 @@ the model's first layer, so attacks and data loaders only ever see images in [0,
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import inspect
 
 import torch
 import torchvision
@@ -20,8 +19,6 @@ from torch import Tensor, nn
 from .activations import ActivationFactory, activation_factory
 from .errors import ConfigError
 from .registry import Registry
-
-
 
 
 def _builder(name: str, obj: Any) -> Callable[..., nn.Module]:

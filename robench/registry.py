@@ -40,8 +40,8 @@ def file_name_part(name: str) -> str:
 def import_spec(spec: str, kind: str) -> Any:
     """The object ``package.module:attribute`` names; a ConfigError that says why it cannot be had.
 
-    The working folder is searched last, as ``python -m`` would search it first: a module beside
-    the user's config is found, an installed package of the same name wins."""
+    The working folder is appended to the search path, so a module beside the user's config is
+    found (as ``python -m`` finds it) while an installed package of the same name still wins."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{kind} {spec!r}: write package.module:factory")
