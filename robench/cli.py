@@ -318,7 +318,7 @@ def suite(
     workers: int = typer.Option(1, help="cells run at once, each in its own process with cores/N torch threads "
                                         "(on a GPU the N share it; with --ray: cells per GPU, or CPUs of a local cluster)"),
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
-                            help="run the cells as Ray tasks (needs robench[ray]): alone, on a local cluster; "
+                            help="run the cells as Ray tasks (needs the ray extra): alone, on a local cluster; "
                                  "'auto' or host:port joins a running one. Put it after CONFIG"),
     quiet: bool = typer.Option(False),
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from .checkpoints import DEFAULT_DIR, read_meta, save_checkpoint, sidecar_path
 from .config import TrainConfig, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
 from .errors import CheckpointError
-from .models import MODELS, ModelArgs, build_model_from_args
+from .locks import cell_lock
+from .models import ModelArgs, build_model_from_args
 from .progress import progress_bar
 from .storage import atomic_torch_save, check_writable, library_versions, resolve_device
 
@@ -93,20 +95,34 @@ def train(
     show_progress: bool = False,
     download: bool = True,
     force: bool = False,
+    wait: bool = True,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``config`` and write its checkpoint (``checkpoints/<run_name>.pt`` by default).
 
     A finished checkpoint at ``out`` is not overwritten unless ``force``; an unfinished run there
-    (its ``.resume.pt``) is continued."""
-    MODELS.get(config.model)
+    (its ``.resume.pt``) is continued. The checkpoint's lock is held throughout: a second process
+    training the same file waits, then finds it stored (with ``wait`` False: CellBusy at once).
+    ``on_epoch(done, epochs)`` follows each finished epoch."""
+    with torch.random.fork_rng():  # the model builds (a factory's errors show) before data loads
+        build_model_from_args(model_args_for(config))
     activation_factory(config.act, **config.act_options)  # bad names/options fail before data loads
     dataset_info(config.dataset)
     dev = resolve_device(device)
     out = Path(out) if out else DEFAULT_DIR / f"{config.run_name}.pt"
     if out.exists() and not resume_path(out).exists() and not force:
-        return _stored(out, config)
+        return _stored(out, config)  # before the lock: a stored checkpoint in a read-only folder still answers
     for path, what in ((out, "checkpoint"), (sidecar_path(out), "checkpoint sidecar"), (resume_path(out), "resume file")):
         check_writable(path, what)  # before an epoch is spent, not after
+    with cell_lock(out, blocking=wait):
+        if out.exists() and not resume_path(out).exists() and not force:
+            return _stored(out, config)  # finished by the process we waited for
+        return _train(config, out, data_dir, dev, show_progress, download, on_epoch)
+
+
+def _train(config: TrainConfig, out: Path, data_dir: str | Path | None, dev: torch.device, show_progress: bool,
+           download: bool, on_epoch: Callable[[int, int], None] | None) -> TrainResult:
+    """The training run itself, under the checkpoint's lock."""
     train_split, prov = load_split(config.dataset, True, data_dir, download)
     test_split, _ = load_split(config.dataset, False, data_dir, download)
     args = model_args_for(config)
@@ -161,6 +177,8 @@ def train(
                 })
                 _save_resume(resume, config, model, opt, gen, aug_gen, history, init_state)
                 bar.update(task, advance=1, description=f"train {config.run_name} loss {train_loss:.3f} acc {test_acc:.3f}")
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, config.epochs)
 
     wall = sum(h["epoch_s"] for h in history)
     meta = {
