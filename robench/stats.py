@@ -27,6 +27,7 @@ from .attacks.metrics import mean_std
 from .checkpoints import checkpoint_files, read_meta
 from .errors import CheckpointError, ResultError
 from .report import checkpoint_tag
+from .robustness import median_distance
 from .results import OnError, list_results, warn_skipped
 
 SAPL_FAMILY = "sapl"  # activations whose name starts with this are "ours", never the baseline
@@ -61,6 +62,8 @@ class Comparison:
     diff: float | None = None  # mean - reference mean
     t: float | None = None
     p: float | None = None
+    ci95: tuple[float, float] | None = None  # Welch 95 % confidence interval of ``diff``
+    d: float | None = None  # Cohen's d: diff over the root mean of the two variances
 
 
 @dataclass
@@ -80,6 +83,26 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float |
     res = sps.ttest_ind(list(a), list(b), equal_var=False)
     t, p = float(res.statistic), float(res.pvalue)
     return (t, p) if math.isfinite(t) and math.isfinite(p) else (None, None)
+
+
+def effect(a: Sequence[float], b: Sequence[float]) -> tuple[tuple[float, float] | None, float | None]:
+    """The 95 % confidence interval of mean(a) - mean(b) under Welch's unequal variances
+    (Welch-Satterthwaite degrees of freedom) and Cohen's d (the difference over sqrt of the mean
+    of the two sample variances); None where undefined, as for ``welch``. A p-value says whether
+    a difference is there; these say how large it is, and how well five seeds pin it down."""
+    from scipy import stats as sps
+
+    if len(a) < 2 or len(b) < 2:
+        return None, None
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    if va == 0 and vb == 0:
+        return None, None
+    se2 = va / len(a) + vb / len(b)
+    df = se2 ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    half = float(sps.t.ppf(0.975, df)) * math.sqrt(se2)
+    return (ma - mb - half, ma - mb + half), (ma - mb) / math.sqrt((va + vb) / 2)
 
 
 def seed_from_tag(tag: str) -> int | None:
@@ -142,13 +165,22 @@ def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped
         run = res.get("run", {})
         schedule = f"{run.get('images')} images, " + json.dumps(run.get("options", {}), sort_keys=True)
         for setting in res["settings"]:
-            reps = [r["successes"] for r in setting["repeats"]]
-            key = (res["model"], res["dataset"], res["act"], f"{res['attack']} {setting['label']} successes", schedule)
+            label = setting["label"]
+            if label.startswith("min-"):  # a minimal-norm attack (FMN): every image is "fooled" at some distance
+                value = median_distance(setting, label.removeprefix("min-"))
+                metric = f"{res['attack']} {label} median distance"
+                if value is None:
+                    notes.append(f"{path.name}: {label} fooled under half the images; no median distance")
+                    continue
+            else:
+                value = float(mean_std([r["successes"] for r in setting["repeats"]])[0])
+                metric = f"{res['attack']} {label} successes"
+            key = (res["model"], res["dataset"], res["act"], metric, schedule)
             group = groups.setdefault(key, Group(key[0], key[1], key[2], key[3], key[4]))
             if seed in group.values:
                 notes.append(f"{path.name}: seed {seed} of {'/'.join(key[:4])} already given by another file; kept the first")
                 continue
-            group.values[seed] = float(mean_std(reps)[0])
+            group.values[seed] = value
     return list(groups.values()), notes
 
 
@@ -184,6 +216,7 @@ def compare(groups: Sequence[Group], against: str | Callable[[Sequence[Group]], 
                 row.reference = ref.act
                 row.diff = None if mean is None or ref_mean is None else mean - ref_mean
                 row.t, row.p = welch(list(g.values.values()), list(ref.values.values()))
+                row.ci95, row.d = effect(list(g.values.values()), list(ref.values.values()))
             rows.append(row)
     return rows
 
@@ -225,16 +258,19 @@ def _p_text(p: float | None) -> str:
     return "-" if p is None else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
 
 
-HEAD = ["model", "data", "metric", "schedule", "act", "seeds", "per seed", "mean ± std", "vs", "diff", "t", "p"]
+HEAD = ["model", "data", "metric", "schedule", "act", "seeds", "per seed", "mean ± std", "vs", "diff", "95 % CI", "d",
+        "t", "p"]
 
 
 def row_texts(row: Comparison) -> list[str]:
     g = row.group
-    digits = 2 if g.metric.startswith("clean") else 4 if "loss" in g.metric else 1
-    per_seed = ", ".join(f"{g.values[s]:g}" for s in sorted(g.values))
+    digits = 2 if g.metric.startswith("clean") else 4 if "loss" in g.metric or "distance" in g.metric else 1
+    per_seed = ", ".join(f"{g.values[s]:.{digits + 1}g}" if "distance" in g.metric else f"{g.values[s]:g}"
+                         for s in sorted(g.values))
+    ci = "-" if row.ci95 is None else f"[{_num(row.ci95[0], digits)}, {_num(row.ci95[1], digits)}]"
     return [g.model, g.dataset, g.metric, g.schedule, g.act, str(len(g.values)), per_seed,
             f"{_num(row.mean, digits)} ± {_num(row.std, digits)}", "(reference)" if row.is_reference else row.reference or "-",
-            _num(row.diff, digits), _num(row.t, 2), _p_text(row.p)]
+            _num(row.diff, digits), ci, _num(row.d, 2), _num(row.t, 2), _p_text(row.p)]
 
 
 def render_markdown(tables: Sequence[StatsTable], notes: Sequence[str]) -> str:

@@ -161,3 +161,38 @@ def test_stats_cli_skips_a_malformed_result_with_one_warning(tmp_path, name, edi
     (table,) = json.loads(r.stdout)["tables"]
     assert {row["group"]["act"]: row["group"]["values"] for row in table["rows"]} == {
         "relu": {"0": 30.0, "1": 31.0}, "sapl": {"0": 40.0, "1": 41.0}}  # the bad file's seed 2 is left out
+
+
+def test_effect_interval_matches_scipy_welch_and_d_its_formula():
+    from scipy import stats as sps
+
+    from robench.stats import effect
+
+    a, b = [38.0, 41.0, 35.0, 44.0, 40.0], [31.0, 47.0, 36.0, 42.0, 45.0]
+    ci, d = effect(a, b)
+    want = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert ci == pytest.approx((want.low, want.high))
+    va, vb = sps.tstd(a) ** 2, sps.tstd(b) ** 2
+    assert d == pytest.approx((sum(a) / 5 - sum(b) / 5) / ((va + vb) / 2) ** 0.5)
+    assert effect([1.0], [2.0, 3.0]) == (None, None) and effect([2.0, 2.0], [3.0, 3.0]) == (None, None)
+
+
+def test_minimal_norm_results_give_a_median_distance_per_seed(tmp_path):
+    def fmn(act, seed, distances):
+        path = fake_result(tmp_path, act, seed, [0])
+        res = json.loads(path.read_text())
+        (setting,) = res["settings"]
+        images = setting["repeats"][0]["images"][:len(distances)]
+        for rec, dist in zip(images, distances):
+            rec |= {"success": dist is not None, "l2": dist or 0.0}
+        setting |= {"label": "min-l2", "repeats": [setting["repeats"][0] | {"images": images}]}
+        res |= {"attack": "fmn"}
+        write_result(path, {k: v for k, v in res.items() if k not in ("schema", "version")})
+
+    fmn("relu", 0, [0.1, 0.3, 0.2])
+    fmn("relu", 1, [0.4, None, 0.5])
+    fmn("sapl", 0, [None, None, 0.1])  # fooled under half: no median
+    groups, notes = attack_groups(tmp_path)
+    (relu,) = [g for g in groups if g.act == "relu"]
+    assert relu.metric == "fmn min-l2 median distance" and relu.values == {0: 0.2, 1: 0.5}
+    assert not [g for g in groups if g.act == "sapl"] and any("under half" in n for n in notes)
