@@ -93,21 +93,32 @@ class SerialExecutor:
 
 
 class ProcessExecutor:
-    """``workers`` spawned processes with ``cores // workers`` torch threads each, fed one cell at a
-    time through a queue. Spawned, not forked: torch's thread pools do not survive a fork."""
+    """``workers`` processes with ``cores // workers`` torch threads each, fed one cell at a time
+    through a queue. They are forked from a forkserver that has imported robench and run nothing
+    (torch's thread pools, started by the first op, do not survive a fork; an import is safe), so
+    the ~10 s import of torch and robench is paid once per process that runs suites, not once per
+    worker and suite."""
 
     def __init__(self, workers: int, ctx: CellContext, on_progress: OnProgress) -> None:
         self.slots, self.ctx, self.on_progress = workers, ctx, on_progress
-        self.mp = multiprocessing.get_context("spawn")
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            self.mp = multiprocessing.get_context("forkserver")
+            self.mp.set_forkserver_preload([__name__])
+        else:  # Windows: each worker imports for itself
+            self.mp = multiprocessing.get_context("spawn")
         self.tasks: Any = self.mp.Queue()
         self.events: Any = self.mp.Queue()
         self.threads = max(1, (os.cpu_count() or 1) // workers)
+        # Workers answer Ctrl-C as this process does: a suite started with SIGINT ignored (nohup, a
+        # background job of a script) must not be stopped through its workers.
+        self.interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
         self.procs = [self._spawn() for _ in range(workers)]
         self.running: dict[str, int] = {}  # cell id -> pid of the worker on it
         self.queued: dict[str, Cell] = {}
 
     def _spawn(self) -> Any:
-        proc = self.mp.Process(target=_worker, args=(self.tasks, self.events, self.ctx, self.threads), daemon=True)
+        proc = self.mp.Process(target=_worker, args=(self.tasks, self.events, self.ctx, self.threads, self.interruptible),
+                               daemon=True)
         proc.start()
         return proc
 
@@ -194,9 +205,10 @@ class ProcessExecutor:
                 proc.join(timeout=5)
 
 
-def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int) -> None:
+def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int, interruptible: bool) -> None:
     """A worker's loop. SIGINT is ignored between cells (an idle worker has nothing to stop) and
     raises inside one, where run_cell turns it into an 'interrupted' Outcome after the lock is let go."""
+    on_sigint = signal.default_int_handler if interruptible else signal.SIG_IGN
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Warnings go to the parent, which shows each once (as the CLI shows its own), not one per worker.
     warnings.showwarning = lambda message, *args, **kwargs: events.put(("warning", str(message)))
@@ -208,7 +220,7 @@ def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int) -> None:
         events.put(("start", cell.id, os.getpid()))
         outcome = None
         try:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, on_sigint)
             outcome = run_cell(cell, ctx, lambda done, total, i=cell.id: events.put(("progress", i, done, total)))
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         except KeyboardInterrupt:  # arrived between run_cell's return and the line after it
@@ -301,7 +313,7 @@ class RayExecutor:
                 return Outcome(cell.id, "interrupted", "interrupted")
             except Exception as err:  # noqa: BLE001 - a task that crashed (its worker died) fails its cell
                 return Outcome(cell.id, "failed", f"its Ray task failed: {str(err).strip().splitlines()[-1][:300]}")
-            if outcome.status in ("busy", "skipped") and not files:
+            if not files:  # the task ended before its scratch copy existed: nothing to mirror
                 return outcome
             outputs = cell.outputs()
             for path in outputs:

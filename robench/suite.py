@@ -30,7 +30,7 @@ from .cells import Cell, CellContext, Outcome
 from .checkpoints import default_checkpoint
 from .config import TrainConfig, config_from_dict, load_yaml
 from .errors import ConfigError, RobenchError
-from .executors import Executor, make_executor
+from .executors import Executor, SerialExecutor, make_executor
 from .progress import progress_bar
 from .storage import check_writable
 
@@ -143,7 +143,8 @@ def run_suite(
     cells = suite.cells()
     for cell in cells:  # every output location answers before any compute
         check_writable(cell.out, "checkpoint" if cell.train is not None else "result")
-    display = SuiteDisplay(show_progress, suite.name, cells)
+    todo = {c.id for c in cells if c.state() != "done"}  # read once: a result is parsed to know
+    display = SuiteDisplay(show_progress, suite.name, todo)
 
     def started(cell: Cell) -> None:
         display.start(cell)
@@ -156,10 +157,10 @@ def run_suite(
             on_cell(cell.run, outcome.status)
 
     ctx = CellContext(None if data_dir is None else str(data_dir), device)
-    with display:
-        executor = make_executor(ctx, display.step, workers, ray)
+    with display:  # a finished suite starts no worker and no cluster
+        executor = make_executor(ctx, display.step, workers, ray) if todo else SerialExecutor(ctx, display.step)
         try:
-            outcomes = walk(cells, executor, started, ended)
+            outcomes = walk(cells, executor, started, ended, todo)
         finally:
             executor.close()
     done = [(c.out, outcomes[c.id].status) for c in cells if c.run is not None]
@@ -173,16 +174,19 @@ RETRY_S = 1.0  # how often a cell another process holds is tried again
 
 
 def walk(cells: list[Cell], executor: Executor, on_start: Callable[[Cell], None],
-         on_end: Callable[[Cell, Outcome], None]) -> dict[str, Outcome]:
+         on_end: Callable[[Cell, Outcome], None], todo: set[str] | None = None) -> dict[str, Outcome]:
     """Run every cell once the cells it needs have finished, at most ``executor.slots`` at once, in
-    the given order; returns each cell's Outcome. A finished cell is skipped without being sent
-    anywhere; a busy one is retried every RETRY_S; a failed one marks the cells that need it
-    'not run'. Ctrl-C stops the running cells (their finished repeats are kept) and is raised again."""
+    the given order; returns each cell's Outcome. A finished cell (not in ``todo``, by default the
+    cells whose state is not 'done') is skipped without being sent anywhere; a busy one is retried
+    every RETRY_S; a failed one marks the cells that need it 'not run'. Ctrl-C stops the running
+    cells (their finished repeats are kept) and is raised again."""
+    todo = {c.id for c in cells if c.state() != "done"} if todo is None else todo
     outcomes: dict[str, Outcome] = {}
     waiting: list[Cell] = []
     ready: deque[Cell] = deque()
     later: list[tuple[float, Cell]] = []
     running: dict[str, Cell] = {}
+    started: set[str] = set()  # a busy cell is submitted again, but starts once
 
     def finish(cell: Cell, outcome: Outcome) -> None:
         outcomes[cell.id] = outcome
@@ -201,7 +205,7 @@ def walk(cells: list[Cell], executor: Executor, on_start: Callable[[Cell], None]
                 ready.append(cell)
 
     for cell in cells:
-        if cell.state() == "done":
+        if cell.id not in todo:
             finish(cell, Outcome(cell.id, "skipped"))
         else:
             waiting.append(cell)
@@ -214,7 +218,9 @@ def walk(cells: list[Cell], executor: Executor, on_start: Callable[[Cell], None]
             while ready and len(running) < executor.slots:
                 cell = ready.popleft()
                 running[cell.id] = cell
-                on_start(cell)
+                if cell.id not in started:
+                    started.add(cell.id)
+                    on_start(cell)
                 executor.submit(cell)
             if not running and not ready:
                 if not later:
@@ -243,9 +249,9 @@ class SuiteDisplay:
     """One Rich display for a whole suite: cells finished out of those to run, with an ETA, and a
     bar per running cell (its epochs or repeats). Silent unless enabled and on a terminal."""
 
-    def __init__(self, enabled: bool, name: str, cells: list[Cell]) -> None:
+    def __init__(self, enabled: bool, name: str, todo: set[str]) -> None:
         self.progress = progress_bar(enabled)
-        self.todo = {c.id for c in cells if c.state() != "done"}
+        self.todo = todo
         self.overall = self.progress.add_task(f"suite {name}: cells", total=len(self.todo))
         self.bars: dict[str, TaskID] = {}
 
