@@ -315,8 +315,9 @@ def suite(
     config: Path = typer.Argument(..., help="suite YAML, e.g. configs/paper-lenet5.yaml"),
     device: str = typer.Option("auto"),
     data_dir: Path = typer.Option(None),
-    workers: int = typer.Option(1, help="cells run at once, each in its own process with cores/N torch threads "
-                                        "(on a GPU the N share it; with --ray: cells per GPU, or CPUs of a local cluster)"),
+    workers: int = typer.Option(1, help="worker processes, one cell each at a time, with cores/N torch threads; on "
+                                        "CUDA, N per GPU (one GPU is shared). With --ray: cells per GPU, or the CPUs "
+                                        "of a local cluster"),
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
                             help="run the cells as Ray tasks (needs the ray extra): alone, on a local cluster; "
                                  "'auto' or host:port joins a running one. Put it after CONFIG"),

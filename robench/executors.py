@@ -100,7 +100,8 @@ class ProcessExecutor:
     worker and suite."""
 
     def __init__(self, workers: int, ctx: CellContext, on_progress: OnProgress) -> None:
-        self.slots, self.ctx, self.on_progress = workers, ctx, on_progress
+        self.devices = worker_devices(ctx.device, workers)
+        self.slots, self.ctx, self.on_progress = len(self.devices), ctx, on_progress
         if "forkserver" in multiprocessing.get_all_start_methods():
             self.mp = multiprocessing.get_context("forkserver")
             self.mp.set_forkserver_preload([__name__])
@@ -108,16 +109,17 @@ class ProcessExecutor:
             self.mp = multiprocessing.get_context("spawn")
         self.tasks: Any = self.mp.Queue()
         self.events: Any = self.mp.Queue()
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = max(1, (os.cpu_count() or 1) // self.slots)
         # Workers answer Ctrl-C as this process does: a suite started with SIGINT ignored (nohup, a
         # background job of a script) must not be stopped through its workers.
         self.interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-        self.procs = [self._spawn() for _ in range(workers)]
+        self.procs = [self._spawn(device) for device in self.devices]
         self.running: dict[str, int] = {}  # cell id -> pid of the worker on it
         self.queued: dict[str, Cell] = {}
 
-    def _spawn(self) -> Any:
-        proc = self.mp.Process(target=_worker, args=(self.tasks, self.events, self.ctx, self.threads, self.interruptible),
+    def _spawn(self, device: str) -> Any:
+        ctx = replace(self.ctx, device=device)
+        proc = self.mp.Process(target=_worker, args=(self.tasks, self.events, ctx, self.threads, self.interruptible),
                                daemon=True)
         proc.start()
         return proc
@@ -169,7 +171,7 @@ class ProcessExecutor:
                 if pid == proc.pid:
                     del self.running[cell_id]
                     outcomes.append(Outcome(cell_id, "failed", f"its worker process died (exit code {proc.exitcode})"))
-            self.procs[i] = self._spawn()
+            self.procs[i] = self._spawn(self.devices[i])
         return outcomes
 
     def interrupt(self) -> list[Outcome]:
@@ -203,6 +205,18 @@ class ProcessExecutor:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
+
+
+def worker_devices(device: str, workers: int, gpus: int | None = None) -> list[str]:
+    """Each worker's device: ``workers`` per GPU when the suite runs on CUDA and there are several
+    GPUs (``--workers`` counts per device), else ``workers`` on ``device`` (one GPU is shared)."""
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    if gpus > 1:
+        return [f"cuda:{g}" for g in range(gpus) for _ in range(workers)]
+    return [device] * workers
 
 
 def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int, interruptible: bool) -> None:

@@ -66,3 +66,12 @@ def test_ray_matches_serial(tiny):
     done = run_suite(s, data_dir=root, device="cpu", ray="local", workers=2)
     assert sorted(w for _, w in done) == ["ran"] * 4
     assert outcomes(Path(s.results)) == serial
+
+
+def test_workers_count_per_gpu():
+    from robench.executors import worker_devices
+
+    assert worker_devices("auto", 2, gpus=0) == ["auto", "auto"]
+    assert worker_devices("cuda", 2, gpus=1) == ["cuda", "cuda"]  # one GPU: the workers share it
+    assert worker_devices("auto", 2, gpus=3) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1", "cuda:2", "cuda:2"]
+    assert worker_devices("cuda:1", 2, gpus=None) == ["cuda:1", "cuda:1"]  # a device named: all on it

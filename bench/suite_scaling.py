@@ -1,0 +1,162 @@
+"""Scaling a suite out: serial against ``--workers N`` against Ray, on this machine.
+
+    ROBENCH_DATA=DIR python bench/suite_scaling.py [--part attack|overhead|all] [--workers 2] [--images 30]
+        [--population 400] [--generations 40] [--epsilons 12] [--out bench/results/suite_scaling-cpu.json]
+
+Part ``attack``: the attack phase of ``configs/seeds-lenet5.yaml``, reduced as issue 13 says: its 25
+checkpoints (5 activations × training seeds 0-4, all shipped under ``checkpoints/``), the 1-pixel DE
+at the paper's budget (population 400, 40 generations) on the first 30 correctly classified test
+images of the seed-0 set, one repeat; 25 cells. Each executor runs the same cells into a fresh
+folder: serial (this process, torch's default threads, one per core), ``--workers N`` (N processes
+of cores/N threads) and Ray (a local cluster of N CPUs, one thread per task); ``--modes`` may add
+``serial1``, serial on one thread, the baseline a process pool is usually measured against. A run's wall time
+counts everything after the suite is expanded: starting the workers or the cluster, every cell,
+every write, shutting down. The per-image outcomes of the three runs must be identical.
+
+Part ``overhead``: a simulated study of many tiny cells: FGSM at one epsilon on 2 images, one result
+file per (checkpoint, epsilon): 25 × 12 = 300 cells. Per cell, the scheduling overhead is the time
+from the walk's submit to its outcome, minus the time the cell took inside ``run_cell`` (what the
+executor adds: queues, pickling, Ray's scheduling, the driver's writes). Startup (making the
+executor, and the extra wait of each slot's first cell) is reported apart; throughput is cells per
+second over the whole run.
+
+Prints a table per part and writes every figure, with the command and the machine, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robench.cells import CellContext, Outcome
+from robench.executors import make_executor
+from robench.suite import SuiteAttack, SuiteConfig, walk
+
+ACTS = ("relu", "sapl", "prelu", "apl", "swish")
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def timed_run(suite: SuiteConfig, mode: str, workers: int, data_dir: str | None) -> dict[str, Any]:
+    """Run every cell of ``suite`` on one executor; wall time and per-cell timings."""
+    cells = suite.cells()
+    todo = {c.id for c in cells if c.state() != "done"}
+    assert len(todo) == len(cells), "results folder not fresh"
+    submitted: dict[str, float] = {}
+    ended: dict[str, tuple[float, Outcome]] = {}
+    threads = torch.get_num_threads()
+    if mode == "serial1":  # the reference a process pool is usually measured against
+        torch.set_num_threads(1)
+    start = time.perf_counter()
+    executor = make_executor(CellContext(data_dir, "cpu"), lambda *a: None,
+                             workers=workers if mode in ("workers", "ray") else 1, ray="local" if mode == "ray" else None)
+    started = time.perf_counter() - start
+    try:
+        walk(cells, executor, lambda c: submitted.setdefault(c.id, time.perf_counter()),
+             lambda c, o: ended.__setitem__(c.id, (time.perf_counter(), o)), todo)
+    finally:
+        executor.close()
+        torch.set_num_threads(threads)
+    wall = time.perf_counter() - start
+    bad = {i: o.message for i, (_, o) in ended.items() if o.status != "ran"}
+    if bad:
+        sys.exit(f"{mode}: cells did not run: {bad}")
+    order = sorted(ended, key=lambda i: ended[i][0])
+    slots = executor.slots
+    overhead = [ended[i][0] - submitted[i] - ended[i][1].seconds for i in order]
+    return {
+        "mode": mode, "slots": slots, "cells": len(cells), "wall_s": round(wall, 2),
+        "cell_s_sum": round(sum(o.seconds for _, o in ended.values()), 2),
+        "executor_start_s": round(started, 2),  # workers forked from a preloaded forkserver, or Ray's init
+        "first_outcome_s": round(ended[order[0]][0] - start, 2),
+        "startup_overhead_s": [round(x, 3) for x in overhead[:slots]],  # the first cell of each slot waits for it to start
+        "overhead_ms_median": round(1000 * statistics.median(overhead[slots:]), 1),
+        "overhead_ms_mean": round(1000 * statistics.fmean(overhead[slots:]), 1),
+        "overhead_ms_max": round(1000 * max(overhead[slots:]), 1),
+        "cells_per_s": round(len(cells) / wall, 3),
+    }
+
+
+def outcomes(folder: Path) -> dict[str, Any]:
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        res = json.loads(path.read_text())
+        found[path.name] = [[(r["seed"], r.get("adversarial_sha256"), r["images"]) for r in s["repeats"]] for s in res["settings"]]
+    return found
+
+
+def part(name: str, make: Any, args: argparse.Namespace, work: Path, modes: list[str]) -> dict[str, Any]:
+    runs, found = {}, {}
+    for mode in modes:
+        suite = make(work / f"{name}-{mode}")
+        print(f"# {name}: {mode} ...", file=sys.stderr, flush=True)
+        runs[mode] = timed_run(suite, mode, args.workers, args.data_dir)
+        found[mode] = outcomes(Path(suite.results))
+    same = {mode: found[mode] == found[modes[0]] for mode in modes[1:]}
+    serial = runs["serial"]["wall_s"]
+    print(f"\n{name}: {runs['serial']['cells']} cells; identical per-image outcomes to serial: {same}")
+    print("| executor | slots | wall s | speed-up vs serial | cells/s | overhead ms/cell median (mean, max) | startup s |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, r in runs.items():
+        print(f"| {mode} | {r['slots']} | {r['wall_s']} | {serial / r['wall_s']:.2f}x | {r['cells_per_s']} | "
+              f"{r['overhead_ms_median']} ({r['overhead_ms_mean']}, {r['overhead_ms_max']}) | "
+              f"{r['executor_start_s'] + max(r['startup_overhead_s']):.1f} |")
+    return {"runs": runs, "identical_to_serial": same}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", default="all", choices=("attack", "overhead", "all"))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--images", type=int, default=30)
+    p.add_argument("--population", type=int, default=400)
+    p.add_argument("--generations", type=int, default=40)
+    p.add_argument("--epsilons", type=int, default=12, help="overhead part: cells per checkpoint")
+    p.add_argument("--modes", default="serial,workers,ray", help="also serial1: serial on one torch thread")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="bench/results/suite_scaling-cpu.json")
+    args = p.parse_args()
+    modes = args.modes.split(",")
+    missing = [f"lenet5-{a}-cifar10-s{s}.pt" for a in ACTS for s in SEEDS if not Path(f"checkpoints/lenet5-{a}-cifar10-s{s}.pt").exists()]
+    if missing:
+        sys.exit(f"missing checkpoints (robench suite configs/seeds-lenet5.yaml trains them): {missing}")
+
+    def grid(results: Path, attacks: tuple[SuiteAttack, ...], images: int) -> SuiteConfig:
+        return SuiteConfig(name=results.name, models=("lenet5",), acts=ACTS, train_seeds=SEEDS, attacks=attacks,
+                           images=images, results=str(results), checkpoints="checkpoints")
+
+    de = (SuiteAttack("pixel", {"pixels": 1, "population": args.population, "generations": args.generations}, 1),)
+    fgsm = tuple(SuiteAttack("fgsm", {"epsilons": [round(0.001 * (k + 1), 3)]}, 1) for k in range(args.epsilons))
+    report: dict[str, Any] = {
+        "command": "python bench/suite_scaling.py " + " ".join(sys.argv[1:]),
+        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "torch": torch.__version__, "torch_threads_serial": torch.get_num_threads(),
+                    "python": platform.python_version(), "load_average_start": os.getloadavg()},
+        "settings": vars(args),
+    }
+    with tempfile.TemporaryDirectory(prefix="suite-scaling-") as tmp:
+        work = Path(tmp)
+        if args.part in ("attack", "all"):
+            report["attack"] = part("attack", lambda r: grid(r, de, args.images), args, work, modes)
+        if args.part in ("overhead", "all"):
+            report["overhead"] = part("overhead", lambda r: grid(r, fgsm, 2), args, work, modes)
+        shutil.rmtree(work, ignore_errors=True)
+    report["machine"]["load_average_end"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n# {report['command']}; {os.cpu_count()} cores, torch {torch.__version__}; load average "
+          f"{report['machine']['load_average_start']} -> {report['machine']['load_average_end']}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
