@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .cells import Cell, CellContext, Outcome, failure_line, run_cell
+from .checkpoints import sidecar_path
 from .errors import ConfigError, RobenchError
 from .locks import CellBusy, cell_lock
 from .storage import atomic_write_bytes
@@ -119,8 +120,8 @@ class ProcessExecutor:
 
     def _spawn(self, device: str) -> Any:
         ctx = replace(self.ctx, device=device)
-        proc = self.mp.Process(target=_worker, args=(self.tasks, self.events, ctx, self.threads, self.interruptible),
-                               daemon=True)
+        args = (self.tasks, self.events, ctx, self.threads, self.interruptible, os.getcwd())
+        proc = self.mp.Process(target=_worker, args=args, daemon=True)
         proc.start()
         return proc
 
@@ -219,9 +220,12 @@ def worker_devices(device: str, workers: int, gpus: int | None = None) -> list[s
     return [device] * workers
 
 
-def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int, interruptible: bool) -> None:
+def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int, interruptible: bool, cwd: str) -> None:
     """A worker's loop. SIGINT is ignored between cells (an idle worker has nothing to stop) and
-    raises inside one, where run_cell turns it into an 'interrupted' Outcome after the lock is let go."""
+    raises inside one, where run_cell turns it into an 'interrupted' Outcome after the lock is let go.
+    It works in the suite's folder (a forkserver's children start in the forkserver's), so relative
+    paths mean what they mean to the suite."""
+    os.chdir(cwd)
     on_sigint = signal.default_int_handler if interruptible else signal.SIG_IGN
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Warnings go to the parent, which shows each once (as the CLI shows its own), not one per worker.
@@ -272,6 +276,9 @@ class RayExecutor:
         self.running: dict[Any, tuple[Cell, Any, ExitStack]] = {}  # outcome ref -> cell, files ref, its lock
         self.ready: list[Outcome] = []  # outcomes known at submit (busy, finished by another process)
         self.checkpoints: dict[str, Any] = {}  # checkpoint path -> ref to {name: bytes}
+        from ray.util.queue import Queue
+
+        self.progress = Queue(actor_options={"num_cpus": 0})  # tasks' finished repeats/epochs, for the display
 
     def submit(self, cell: Cell) -> None:
         lock = ExitStack()
@@ -291,18 +298,20 @@ class RayExecutor:
             lock.close()
             self.ready.append(Outcome(cell.id, "failed", failure_line(err)))
             return
-        outcome_ref, files_ref = self.task.remote(cell, carried, inputs, self.ctx)
+        outcome_ref, files_ref = self.task.remote(cell, carried, inputs, self.ctx, self.progress)
         self.running[outcome_ref] = (cell, files_ref, lock)
         if cell.train is not None:
             self.checkpoints[str(cell.out)] = files_ref  # its attacks read the .pt straight from the task
 
     def _checkpoint(self, cell: Cell) -> Any:
+        """A ref to the checkpoint's files (the .pt and its sidecar, whose metadata the result cites)."""
         assert cell.run is not None
         path = cell.run.checkpoint_path()
         if str(path) not in self.checkpoints:
             if not path.is_file():
                 raise RobenchError(f"checkpoint {path} not found")
-            self.checkpoints[str(path)] = self.ray.put({path.name: path.read_bytes()})
+            files = {p.name: p.read_bytes() for p in (path, sidecar_path(path)) if p.is_file()}
+            self.checkpoints[str(path)] = self.ray.put(files)
         return self.checkpoints[str(path)]
 
     def wait(self, timeout: float | None) -> list[Outcome]:
@@ -313,9 +322,16 @@ class RayExecutor:
             if timeout:
                 time.sleep(timeout)
             return []
-        finished, _ = self.ray.wait(list(self.running), num_returns=1, timeout=timeout)
-        more, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
-        return [self._collect(ref) for ref in dict.fromkeys(finished + more)]
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:  # wakes twice a second to pass the tasks' progress on
+            step = 0.5 if end is None else max(0.0, min(0.5, end - time.monotonic()))
+            finished, _ = self.ray.wait(list(self.running), num_returns=1, timeout=step)
+            if finished:  # and any other that ended meanwhile
+                finished, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+            for event in self.progress.get_nowait_batch(self.progress.qsize()):
+                self.on_progress(*event)
+            if finished or (end is not None and time.monotonic() >= end):
+                return [self._collect(ref) for ref in finished]
 
     def _collect(self, ref: Any) -> Outcome:
         """Write what a finished task sent back, in the cell's output order, then let its lock go."""
@@ -358,7 +374,7 @@ class RayExecutor:
 
 
 def _ray_cell(cell: Cell, carried: dict[str, bytes], checkpoint: dict[str, bytes] | None,
-              ctx: CellContext) -> tuple[Outcome, dict[str, bytes | None]]:
+              ctx: CellContext, progress: Any) -> tuple[Outcome, dict[str, bytes | None]]:
     """A Ray task: run ``cell`` in a scratch folder and send back its outputs (None: absent).
 
     The scratch folder becomes the working directory, so a relative checkpoint path (as suites
@@ -376,7 +392,7 @@ def _ray_cell(cell: Cell, carried: dict[str, bytes], checkpoint: dict[str, bytes
                 (Path(scratch) / name).write_bytes(data)
             if cell.run is not None and checkpoint is not None:
                 _place_checkpoint(cell.run.checkpoint_path(), checkpoint)
-            outcome = run_cell(local, ctx)
+            outcome = run_cell(local, ctx, lambda done, total: progress.put_nowait((cell.id, done, total)))
             return outcome, {p.name: p.read_bytes() if p.exists() else None for p in local.outputs()}
         except (OSError, RobenchError) as err:
             return Outcome(cell.id, "failed", failure_line(err)), {}
@@ -384,7 +400,9 @@ def _ray_cell(cell: Cell, carried: dict[str, bytes], checkpoint: dict[str, bytes
             os.chdir(home)
 
 
-def _place_checkpoint(path: Path, files: dict[str, bytes]) -> None:
+def _place_checkpoint(path: Path, files: dict[str, bytes | None]) -> None:
+    """Put the shipped checkpoint and sidecar where the cell reads them (a relative path lands in the
+    task's scratch folder); an absolute path must already hold the very same file on this node."""
     data = files.get(path.name)
     if data is None:
         raise RobenchError(f"checkpoint {path.name} did not come with its attack cell")
@@ -393,4 +411,6 @@ def _place_checkpoint(path: Path, files: dict[str, bytes]) -> None:
             raise RobenchError(f"checkpoint {path} is not on this Ray node (or differs from the driver's); "
                                "use relative paths (checkpoints:, results:) in a suite run on a cluster")
         return
-    atomic_write_bytes(path, data)
+    for target in (sidecar_path(path), path):  # sidecar first, as save_checkpoint writes them
+        if files.get(target.name) is not None:
+            atomic_write_bytes(target, files[target.name])

@@ -16,56 +16,65 @@ from tests.conftest import train_tiny_lenet
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A suite of four cells (two checkpoints × a DE and an FGSM attack) and its serial results."""
+    """A suite of four cells (two checkpoints × a DE and an FGSM attack) with relative paths, as suites
+    are written (so a Ray task finds its checkpoint in its scratch folder), and its serial results."""
     root, ck = train_tiny_lenet(tmp_path_factory)
-    for suffix in (".pt", ".json"):  # a second "training seed": the same weights under the s1 name
-        shutil.copy(ck.with_suffix(suffix), ck.with_name(f"lenet5-relu-cifar10-s1{suffix}"))
     work = tmp_path_factory.mktemp("suite")
+    (work / "ck").mkdir()
+    for seed in (0, 1):  # two "training seeds": the same weights under two names
+        for suffix in (".pt", ".json"):
+            shutil.copy(ck.with_suffix(suffix), work / "ck" / f"lenet5-relu-cifar10-s{seed}{suffix}")
 
     def suite(results: str) -> Any:
         path = work / f"{results}.yaml"
         path.write_text(yaml.safe_dump({
             "name": "tiny", "models": ["lenet5"], "acts": ["relu"], "train_seeds": [0, 1], "images": 4, "seed": 3,
-            "results": str(work / results), "checkpoints": str(ck.parent),
+            "results": results, "checkpoints": "ck",
             "attacks": [{"attack": "pixel", "options": {"pixels": 1, "population": 8, "generations": 2}, "repeats": 2},
                         {"attack": "fgsm", "options": {"epsilons": [0.02, 0.05]}, "repeats": 1}],
         }))
         return load_suite(path)
 
-    serial = suite("serial")
-    done = run_suite(serial, data_dir=root, device="cpu")
-    assert [w for _, w in done] == ["ran"] * 4
-    return root, suite, outcomes(work / "serial")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        done = run_suite(suite("serial"), data_dir=root, device="cpu")
+        assert [w for _, w in done] == ["ran"] * 4
+        reference = outcomes(work / "serial")
+    return root, work, suite, reference
 
 
 def outcomes(folder: Path) -> dict[str, Any]:
-    """Per result file, per setting and repeat: every image's record and the adversarials' hash."""
-    found = {}
-    for path in sorted(folder.glob("*.json")):
-        res = json.loads(path.read_text())
-        assert res["status"] == "complete"
-        found[path.name] = [[(rep["seed"], rep.get("adversarial_sha256"), rep["images"]) for rep in s["repeats"]]
-                            for s in res["settings"]]
-    assert len(found) == 4 and not list(folder.glob("*.json.lock"))  # records go; the hidden guard stays
+    """Every result file whole (every image's record, the adversarials' hash, the checkpoint it cites),
+    but for the timings, and the bytes of every stored .npz."""
+    def untimed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k not in ("wall_time_s", "compile_s")}
+        return [untimed(v) for v in value] if isinstance(value, list) else value
+
+    found = {p.name: untimed(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))}
+    found |= {p.name: p.read_bytes() for p in sorted(folder.glob("*.npz"))}
+    assert sum(p.endswith(".json") and r["status"] == "complete" for p, r in found.items()) == 4
+    assert not list(folder.glob("*.json.lock"))  # lock records go; the hidden per-folder guard stays
     return found
 
 
-def test_workers_match_serial(tiny):
-    root, suite, serial = tiny
+def test_workers_match_serial(tiny, monkeypatch):
+    root, work, suite, serial = tiny
+    monkeypatch.chdir(work)
     s = suite("workers")
     done = run_suite(s, data_dir=root, device="cpu", workers=2)
     assert sorted(w for _, w in done) == ["ran"] * 4
-    assert outcomes(Path(s.results)) == serial
+    assert outcomes(work / "workers") == serial  # every byte, but for the timings
     assert {w for _, w in run_suite(s, data_dir=root, device="cpu", workers=2)} == {"skipped"}  # nothing left to do
 
 
-def test_ray_matches_serial(tiny):
+def test_ray_matches_serial(tiny, monkeypatch):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'robench[ray]'); .ci/run installs it")
-    root, suite, serial = tiny
-    s = suite("ray")
-    done = run_suite(s, data_dir=root, device="cpu", ray="local", workers=2)
+    root, work, suite, serial = tiny
+    monkeypatch.chdir(work)
+    done = run_suite(suite("ray"), data_dir=root, device="cpu", ray="local", workers=2)
     assert sorted(w for _, w in done) == ["ran"] * 4
-    assert outcomes(Path(s.results)) == serial
+    assert outcomes(work / "ray") == serial
 
 
 def test_workers_count_per_gpu():
