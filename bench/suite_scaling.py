@@ -59,7 +59,8 @@ def timed_run(suite: SuiteConfig, mode: str, workers: int, data_dir: str | None)
         torch.set_num_threads(1)
     start = time.perf_counter()
     executor = make_executor(CellContext(data_dir, "cpu"), lambda *a: None,
-                             workers=workers if mode in ("workers", "ray") else 1, ray="local" if mode == "ray" else None)
+                             workers=workers if mode in ("workers", "ray") else 1,
+                             ray="local" if mode == "ray" else None)
     started = time.perf_counter() - start
     try:
         walk(cells, executor, lambda c: submitted.setdefault(c.id, time.perf_counter()),
@@ -79,7 +80,7 @@ def timed_run(suite: SuiteConfig, mode: str, workers: int, data_dir: str | None)
         "cell_s_sum": round(sum(o.seconds for _, o in ended.values()), 2),
         "executor_start_s": round(started, 2),  # workers forked from a preloaded forkserver, or Ray's init
         "first_outcome_s": round(ended[order[0]][0] - start, 2),
-        "startup_overhead_s": [round(x, 3) for x in overhead[:slots]],  # the first cell of each slot waits for it to start
+        "startup_overhead_s": [round(x, 3) for x in overhead[:slots]],  # each slot's first cell waits for it to start
         "overhead_ms_median": round(1000 * statistics.median(overhead[slots:]), 1),
         "overhead_ms_mean": round(1000 * statistics.fmean(overhead[slots:]), 1),
         "overhead_ms_max": round(1000 * max(overhead[slots:]), 1),
@@ -91,7 +92,8 @@ def outcomes(folder: Path) -> dict[str, Any]:
     found = {}
     for path in sorted(folder.glob("*.json")):
         res = json.loads(path.read_text())
-        found[path.name] = [[(r["seed"], r.get("adversarial_sha256"), r["images"]) for r in s["repeats"]] for s in res["settings"]]
+        found[path.name] = [[(r["seed"], r.get("adversarial_sha256"), r["images"]) for r in s["repeats"]]
+                            for s in res["settings"]]
     return found
 
 
@@ -105,7 +107,8 @@ def part(name: str, make: Any, args: argparse.Namespace, work: Path, modes: list
     same = {mode: found[mode] == found[modes[0]] for mode in modes[1:]}
     serial = runs["serial"]["wall_s"]
     print(f"\n{name}: {runs['serial']['cells']} cells; identical per-image outcomes to serial: {same}")
-    print("| executor | slots | wall s | speed-up vs serial | cells/s | overhead ms/cell median (mean, max) | startup s |")
+    print("| executor | slots | wall s | speed-up vs serial | cells/s | overhead ms/cell median (mean, max) "
+          "| startup s |")
     print("|---|---|---|---|---|---|---|")
     for mode, r in runs.items():
         print(f"| {mode} | {r['slots']} | {r['wall_s']} | {serial / r['wall_s']:.2f}x | {r['cells_per_s']} | "
@@ -127,7 +130,8 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/suite_scaling-cpu.json")
     args = p.parse_args()
     modes = args.modes.split(",")
-    missing = [f"lenet5-{a}-cifar10-s{s}.pt" for a in ACTS for s in SEEDS if not Path(f"checkpoints/lenet5-{a}-cifar10-s{s}.pt").exists()]
+    names = [f"lenet5-{a}-cifar10-s{s}.pt" for a in ACTS for s in SEEDS]
+    missing = [n for n in names if not (Path("checkpoints") / n).exists()]
     if missing:
         sys.exit(f"missing checkpoints (robench suite configs/seeds-lenet5.yaml trains them): {missing}")
 

@@ -25,6 +25,7 @@ import signal
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from .errors import ConfigError, RobenchError
 from .locks import CellBusy, cell_lock
 from .storage import atomic_write_bytes
 
-OnProgress = Any  # Callable[[str, int, int], None]: cell id, finished steps, total steps
+OnProgress = Callable[[str, int, int], None]  # cell id, finished steps, total steps
 
 GRACE_S = 2.0  # after Ctrl-C, how long workers get to notice it themselves before it is passed on
 STOP_S = 60.0  # and how long they get to stop after that, before they are terminated
@@ -258,7 +259,8 @@ class RayExecutor:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
-            ray.init(address=None if address == "local" else address, num_cpus=per_device if address == "local" else None,
+            local = address == "local"
+            ray.init(address=None if local else address, num_cpus=per_device if local else None,
                      include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0) if not ctx.device.startswith(("cpu", "mps")) else 0

@@ -199,7 +199,8 @@ def walk(cells: list[Cell], executor: Executor, on_start: Callable[[Cell], None]
             bad = next((o for o in ended if o is not None and o.status in ("failed", "not run")), None)
             if bad is not None:
                 waiting.remove(cell)
-                finish(cell, Outcome(cell.id, "not run", f"needs {bad.id}, which {'failed' if bad.status == 'failed' else 'did not run'}"))
+                why = "failed" if bad.status == "failed" else "did not run"
+                finish(cell, Outcome(cell.id, "not run", f"needs {bad.id}, which {why}"))
             elif all(o is not None for o in ended):
                 waiting.remove(cell)
                 ready.append(cell)

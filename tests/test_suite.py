@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from robench.cli import app
 from robench.locks import describe_lock, lock_path
 from robench.results import read_result
-from robench.suite import SuiteIncomplete, load_suite, run_suite
+from robench.suite import load_suite, run_suite
 from tests.conftest import train_tiny_lenet, write_fake_cifar
 
 runner = CliRunner()
@@ -57,7 +57,8 @@ def test_failed_training_skips_only_its_attacks(tmp_path):
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "1 ran, 0 resumed, 0 already done, 2 failed or not run" in r.output
     assert "robench: failed: lenet5-relu-cifar10-s1.pt: resume file" in r.output
-    assert "robench: failed: lenet5-relu-cifar10-s1--fgsm" in r.output and "needs lenet5-relu-cifar10-s1.pt, which failed" in r.output
+    assert "robench: failed: lenet5-relu-cifar10-s1--fgsm" in r.output
+    assert "needs lenet5-relu-cifar10-s1.pt, which failed" in r.output
     (good,) = (tmp_path / "results").glob("*.json")
     assert good.name.startswith("lenet5-relu-cifar10-s0--fgsm") and read_result(good)["status"] == "complete"
 
@@ -92,7 +93,8 @@ def test_two_suites_on_one_folder_run_each_cell_once(ckdir, tmp_path):
     other.start()
     while other.is_alive() and not list((tmp_path / "results").glob("*.json.lock")):
         time.sleep(0.05)  # the pool is at work on its first cells
-    run_suite(suite, data_dir=root, device="cpu", on_cell=lambda run, what: ran["here"].append(f"{what} {run.result_name()}"))
+    run_suite(suite, data_dir=root, device="cpu",
+              on_cell=lambda run, what: ran["here"].append(f"{what} {run.result_name()}"))
     other.join()
     names = sorted(c.id for c in suite.cells())
     computed = {who: [line.split()[1] for line in lines if line.split()[0] != "skipped"] for who, lines in ran.items()}
