@@ -138,9 +138,10 @@ def load_checkpoint(
     for what, wanted, stored in (("model", model, args.name), ("act", act, args.act), ("dataset", dataset, stored_dataset)):
         if wanted is not None and wanted != stored:
             raise CheckpointError(f"checkpoint {path.name} was trained with {what}={stored}, not {wanted}")
-    if is_factory_spec(args.name) and model != args.name:  # a file never chooses what robench imports
-        raise CheckpointError(f"checkpoint {path.name} was built by the factory {args.name}; "
-                              f"pass --model {args.name} to import it")
+    for what, wanted, stored in (("model", model, args.name), ("act", act, args.act)):
+        if is_factory_spec(stored) and wanted != stored:  # a file never chooses what robench imports
+            raise CheckpointError(f"checkpoint {path.name} was built by the factory {stored}; "
+                                  f"pass --{what} {stored} to import it")
     net = _rebuild(path, args)
     _fill(net, state, path, f"{args.name}/{args.act}")
     net.eval().to(device)

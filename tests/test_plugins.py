@@ -137,6 +137,11 @@ def test_a_checkpoint_never_chooses_what_is_imported(tmp_path, fake_data):
     with pytest.raises(CheckpointError, match="pass --model tests.factories:tiny_cnn"):
         load_checkpoint(ck)
     assert load_checkpoint(ck, model="tests.factories:tiny_cnn").args.name == "tests.factories:tiny_cnn"
+    payload = torch.load(ck, weights_only=True)  # a file naming an activation to import is refused the same way
+    payload["model_args"] = payload["model_args"] | {"name": "lenet5", "act": "os:getcwd"}
+    torch.save(payload, tmp_path / "act.pt")
+    with pytest.raises(CheckpointError, match="pass --act os:getcwd"):
+        load_checkpoint(tmp_path / "act.pt")
     from robench.checkpoints import default_checkpoint
     assert default_checkpoint("tests.factories:tiny_cnn", "relu", "cifar10").name == \
         "tests.factories.tiny_cnn-relu-cifar10-s0.pt"
