@@ -33,6 +33,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,51 @@ ACTS = ("relu", "sapl", "prelu", "apl", "swish")
 SEEDS = (0, 1, 2, 3, 4)
 
 
+class ForeignCPU:
+    """CPU seconds that processes outside this one's tree (another user's tests on a shared machine)
+    used while a run lasted, sampled from /proc every second: a run that shared its cores says so."""
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.seconds = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> ForeignCPU:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        before = self._foreign()
+        while not self.stop.wait(1.0):
+            now = self._foreign()
+            self.seconds += sum(t - before.get(pid, 0) for pid, t in now.items()) / self.tick
+            before = now
+
+    @staticmethod
+    def _foreign() -> dict[int, int]:
+        """utime + stime ticks of every process not descended from this one."""
+        procs = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        mine, foreign = os.getpid(), {}
+        for pid, (ppid, ticks) in procs.items():
+            seen = pid
+            while seen not in (mine, 0, 1) and seen in procs:
+                seen = procs[seen][0]
+            if seen != mine:
+                foreign[pid] = ticks
+        return foreign
+
+
 def timed_run(suite: SuiteConfig, mode: str, workers: int, data_dir: str | None) -> dict[str, Any]:
     """Run every cell of ``suite`` on one executor; wall time and per-cell timings."""
     cells = suite.cells()
@@ -57,6 +103,7 @@ def timed_run(suite: SuiteConfig, mode: str, workers: int, data_dir: str | None)
     threads = torch.get_num_threads()
     if mode == "serial1":  # the reference a process pool is usually measured against
         torch.set_num_threads(1)
+    load = ForeignCPU().__enter__()
     start = time.perf_counter()
     executor = make_executor(CellContext(data_dir, "cpu"), lambda *a: None,
                              workers=workers if mode in ("workers", "ray") else 1,
@@ -68,6 +115,7 @@ def timed_run(suite: SuiteConfig, mode: str, workers: int, data_dir: str | None)
     finally:
         executor.close()
         torch.set_num_threads(threads)
+        load.__exit__()
     wall = time.perf_counter() - start
     bad = {i: o.message for i, (_, o) in ended.items() if o.status != "ran"}
     if bad:
@@ -85,6 +133,7 @@ def timed_run(suite: SuiteConfig, mode: str, workers: int, data_dir: str | None)
         "overhead_ms_mean": round(1000 * statistics.fmean(overhead[slots:]), 1),
         "overhead_ms_max": round(1000 * max(overhead[slots:]), 1),
         "cells_per_s": round(len(cells) / wall, 3),
+        "foreign_cpu_s": round(load.seconds, 1),  # other users' CPU during the run: near 0 on a quiet machine
     }
 
 
@@ -108,12 +157,12 @@ def part(name: str, make: Any, args: argparse.Namespace, work: Path, modes: list
     serial = runs["serial"]["wall_s"]
     print(f"\n{name}: {runs['serial']['cells']} cells; identical per-image outcomes to serial: {same}")
     print("| executor | slots | wall s | speed-up vs serial | cells/s | overhead ms/cell median (mean, max) "
-          "| startup s |")
-    print("|---|---|---|---|---|---|---|")
+          "| startup s | others' CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode, r in runs.items():
         print(f"| {mode} | {r['slots']} | {r['wall_s']} | {serial / r['wall_s']:.2f}x | {r['cells_per_s']} | "
               f"{r['overhead_ms_median']} ({r['overhead_ms_mean']}, {r['overhead_ms_max']}) | "
-              f"{r['executor_start_s'] + max(r['startup_overhead_s']):.1f} |")
+              f"{r['executor_start_s'] + max(r['startup_overhead_s']):.1f} | {r['foreign_cpu_s']} |")
     return {"runs": runs, "identical_to_serial": same}
 
 
