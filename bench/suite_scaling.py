@@ -20,7 +20,13 @@ executor adds: queues, pickling, Ray's scheduling, the driver's writes). Startup
 executor, and the extra wait of each slot's first cell) is reported apart; throughput is cells per
 second over the whole run.
 
-Prints a table per part and writes every figure, with the command and the machine, as JSON.
+Part ``threads``: why a process pool may not beat one process here. The serial run already uses
+every core through torch's intra-op threads; the DE's forward (LeNet-5, chunks of 512 candidate
+images) is timed on one thread and on all of them. If N threads run s times faster than one, N
+single-thread workers can be at most N/s times faster than serial on that work.
+
+Prints a table per part and writes every figure, with the command and the machine, as JSON (each part
+with its command and machine state; parts run separately are merged into the file that is there).
 """
 
 from __future__ import annotations
@@ -166,9 +172,39 @@ def part(name: str, make: Any, args: argparse.Namespace, work: Path, modes: list
     return {"runs": runs, "identical_to_serial": same}
 
 
+def thread_scaling(batch: int = 512, rounds: int = 40) -> dict[str, Any]:
+    """Images/s of the DE's forward (lenet5-relu-cifar10-s0, eval) on one thread and on every core."""
+    from robench.checkpoints import load_checkpoint
+
+    model = load_checkpoint("checkpoints/lenet5-relu-cifar10-s0.pt", device="cpu").model.eval()
+    x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    threads, rates = torch.get_num_threads(), {}
+    try:
+        for n in sorted({1, os.cpu_count() or 1}):
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                for _ in range(5):
+                    model(x)
+                best = float("inf")
+                for _ in range(3):  # the best of three runs: the machine's noise only slows a run down
+                    start = time.perf_counter()
+                    for _ in range(rounds):
+                        model(x)
+                    best = min(best, time.perf_counter() - start)
+            rates[n] = round(batch * rounds / best)
+    finally:
+        torch.set_num_threads(threads)
+    cores = max(rates)
+    speedup = rates[cores] / rates[1]
+    print(f"\nthreads: LeNet-5 forward, batch {batch}: {rates[1]} images/s on 1 thread, {rates[cores]} on {cores} "
+          f"({speedup:.2f}x); so {cores} one-thread workers can be at most {cores / speedup:.2f}x serial on it")
+    return {"batch": batch, "images_per_s": rates, "thread_speedup": round(speedup, 3),
+            "workers_ceiling_vs_serial": round(cores / speedup, 3)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", default="all", choices=("attack", "overhead", "all"))
+    p.add_argument("--part", default="all", choices=("attack", "overhead", "threads", "all"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--images", type=int, default=30)
     p.add_argument("--population", type=int, default=400)
@@ -190,26 +226,29 @@ def main() -> None:
 
     de = (SuiteAttack("pixel", {"pixels": 1, "population": args.population, "generations": args.generations}, 1),)
     fgsm = tuple(SuiteAttack("fgsm", {"epsilons": [round(0.001 * (k + 1), 3)]}, 1) for k in range(args.epsilons))
-    report: dict[str, Any] = {
-        "command": "python bench/suite_scaling.py " + " ".join(sys.argv[1:]),
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "torch_threads_serial": torch.get_num_threads(),
-                    "python": platform.python_version(), "load_average_start": os.getloadavg()},
-        "settings": vars(args),
-    }
+    out = Path(args.out)
+    report: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    command = "python bench/suite_scaling.py " + " ".join(sys.argv[1:])
+    machine = {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+               "torch": torch.__version__, "torch_threads_serial": torch.get_num_threads(),
+               "python": platform.python_version(), "load_average_start": os.getloadavg()}
+    found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="suite-scaling-") as tmp:
         work = Path(tmp)
         if args.part in ("attack", "all"):
-            report["attack"] = part("attack", lambda r: grid(r, de, args.images), args, work, modes)
+            found["attack"] = part("attack", lambda r: grid(r, de, args.images), args, work, modes)
         if args.part in ("overhead", "all"):
-            report["overhead"] = part("overhead", lambda r: grid(r, fgsm, 2), args, work, modes)
+            found["overhead"] = part("overhead", lambda r: grid(r, fgsm, 2), args, work, modes)
         shutil.rmtree(work, ignore_errors=True)
-    report["machine"]["load_average_end"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n# {report['command']}; {os.cpu_count()} cores, torch {torch.__version__}; load average "
-          f"{report['machine']['load_average_start']} -> {report['machine']['load_average_end']}; wrote {args.out}")
-
+    if args.part in ("threads", "all"):
+        found["threads"] = thread_scaling()
+    machine["load_average_end"] = os.getloadavg()
+    for name, figures in found.items():  # each part keeps the command and machine state it was measured with
+        report[name] = figures | {"command": command, "machine": machine, "settings": vars(args)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n# {command}; {os.cpu_count()} cores, torch {torch.__version__}; load average "
+          f"{machine['load_average_start']} -> {machine['load_average_end']}; wrote {args.out}")
 
 if __name__ == "__main__":
     main()
