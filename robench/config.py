@@ -34,7 +34,9 @@ def config_from_dict(cls: type[C], data: dict[str, Any], where: str = "config") 
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """JSON/YAML-ready dict (tuples become lists)."""
+    """JSON/YAML-ready dict (tuples become lists). A field added after files were written with its
+    class (``metadata={"omit_at_default": True}``) is left out at its default, so those files'
+    dicts still compare equal to a new run's and hash to the same names."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, tuple | list):
@@ -43,7 +45,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+    omit = {f.name for f in dataclasses.fields(config) if f.metadata.get("omit_at_default")
+            and getattr(config, f.name) == f.default}
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items() if k not in omit}
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -83,8 +87,15 @@ class TrainConfig:
     decay_activations: bool = False  # weight decay on activation parameters too
     seed: int = 0
     act_options: dict[str, Any] = field(default_factory=dict)
+    # Train on the first N training images only (0: all of them): for a toy run of a big grid on a
+    # CPU (bench/gpu_paper.sh --toy). The checkpoint's name ends in -n<N>, so it never passes for a full run.
+    train_images: int = field(default=0, metadata={"omit_at_default": True})
 
     def __post_init__(self) -> None:
+        if self.train_images < 0:
+            raise ValueError(f"train_images must be >= 0 (0: all), got {self.train_images}")
+        if 0 < self.train_images < self.batch_size:
+            raise ValueError(f"train_images ({self.train_images}) must be at least batch_size ({self.batch_size})")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -96,8 +107,9 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        """``<model>-<act>-<dataset>[-aug]-s<seed>``: the checkpoint's file stem."""
+        """``<model>-<act>-<dataset>[-aug]-s<seed>[-n<train_images>]``: the checkpoint's file stem."""
         from .registry import file_name_part
 
         aug = "-aug" if self.augment else ""
-        return f"{file_name_part(self.model)}-{file_name_part(self.act)}-{self.dataset}{aug}-s{self.seed}"
+        subset = f"-n{self.train_images}" if self.train_images else ""
+        return f"{file_name_part(self.model)}-{file_name_part(self.act)}-{self.dataset}{aug}-s{self.seed}{subset}"

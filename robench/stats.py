@@ -114,6 +114,8 @@ def _schedule(cfg: dict[str, Any]) -> str:
     text = f"{cfg.get('epochs')} ep, bs {cfg.get('batch_size')}, lr {cfg.get('lr')}"
     if cfg.get("augment"):
         text += ", D-A"
+    if cfg.get("train_images"):
+        text += f", first {cfg['train_images']} train images"
     if cfg.get("act_options"):
         text += ", " + json.dumps(cfg["act_options"], sort_keys=True)
     return text

@@ -68,8 +68,10 @@ class SuiteConfig:
 
     def checkpoint(self, model: str, act: str, train_seed: int) -> Path:
         augment = bool((self.train or {}).get("augment", False))
-        return default_checkpoint(model, act, self.dataset, augment=augment, seed=train_seed,
+        path = default_checkpoint(model, act, self.dataset, augment=augment, seed=train_seed,
                                   directory=Path(self.checkpoints))
+        subset = int((self.train or {}).get("train_images", 0))
+        return path.with_name(f"{path.stem}-n{subset}.pt") if subset else path
 
     def trainings(self) -> list[tuple[TrainConfig, Path]]:
         """The training run behind every checkpoint the grid needs (empty without ``train:``)."""

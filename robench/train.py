@@ -142,8 +142,9 @@ def _train(config: TrainConfig, out: Path, data_dir: str | Path | None, dev: tor
         if resume.is_file():
             first_epoch, history, init_state = _load_resume(resume, config, model, opt, gen, aug_gen, dev)
 
-        images = train_split.images.to(dev)
-        labels = train_split.labels.to(dev)
+        keep = config.train_images or len(train_split.labels)
+        images = train_split.images[:keep].to(dev)
+        labels = train_split.labels[:keep].to(dev)
         n = images.shape[0]
         steps_per_epoch = n // config.batch_size  # drop the ragged last batch: BatchNorm needs >1
         total = steps_per_epoch * config.epochs

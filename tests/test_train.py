@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robench.checkpoints import list_checkpoints, load_checkpoint
-from robench.config import TrainConfig
+from robench.config import TrainConfig, config_to_dict
 from robench.errors import CheckpointError
 from robench.train import resume_path, train
 
@@ -121,3 +121,30 @@ def test_config_validation():
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=1)
     assert TrainConfig(model="mlp", act="sapl", dataset="mnist", augment=True, seed=3).run_name == "mlp-sapl-mnist-aug-s3"
+
+
+def test_train_images_uses_only_the_first_n_and_says_so_in_the_name(fake_data, tmp_path, monkeypatch):
+    """A toy run on a subset (bench/gpu_paper.sh --toy): images past the first N never reach the model."""
+    import robench.train as train_module
+
+    cfg = _cfg(epochs=1, train_images=64)
+    assert cfg.run_name == "lenet5-sapl-cifar10-s0-n64"
+    first = train(cfg, out=tmp_path / "a.pt", data_dir=fake_data, device="cpu")
+    real = train_module.load_split
+
+    def scrambled(name, is_train, *args):
+        split, prov = real(name, is_train, *args)
+        if is_train:
+            split.images[64:] = 255 - split.images[64:]
+        return split, prov
+
+    monkeypatch.setattr(train_module, "load_split", scrambled)
+    second = train(cfg, out=tmp_path / "b.pt", data_dir=fake_data, device="cpu")
+    assert first.history[0]["train_loss"] == second.history[0]["train_loss"]
+    assert json.loads((tmp_path / "a.json").read_text())["train_config"]["train_images"] == 64
+    full = train(_cfg(epochs=1), out=tmp_path / "c.pt", data_dir=fake_data, device="cpu")
+    assert full.history[0]["train_loss"] != first.history[0]["train_loss"]
+    with pytest.raises(ValueError, match="train_images"):
+        TrainConfig(train_images=16, batch_size=32)
+    # a full run's sidecar config is what it was before the field existed: shipped checkpoints still match
+    assert "train_images" not in config_to_dict(_cfg())
