@@ -168,21 +168,26 @@ def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped
         schedule = f"{run.get('images')} images, " + json.dumps(run.get("options", {}), sort_keys=True)
         for setting in res["settings"]:
             label = setting["label"]
+            values: dict[str, float] = {}
             if label.startswith("min-"):  # a minimal-norm attack (FMN): every image is "fooled" at some distance
                 value = median_distance(setting, label.removeprefix("min-"))
-                metric = f"{res['attack']} {label} median distance"
                 if value is None:
                     notes.append(f"{path.name}: {label} fooled under half the images; no median distance")
                     continue
+                values[f"{res['attack']} {label} median distance"] = value
             else:
-                value = float(mean_std([r["successes"] for r in setting["repeats"]])[0])
-                metric = f"{res['attack']} {label} successes"
-            key = (res["model"], res["dataset"], res["act"], metric, schedule)
-            group = groups.setdefault(key, Group(key[0], key[1], key[2], key[3], key[4]))
-            if seed in group.values:
-                notes.append(f"{path.name}: seed {seed} of {'/'.join(key[:4])} already given by another file; kept the first")
-                continue
-            group.values[seed] = value
+                values[f"{res['attack']} {label} successes"] = float(mean_std([r["successes"] for r in setting["repeats"]])[0])
+                z = [r.get("avg_abs_z") for r in setting["repeats"]]
+                if all(isinstance(v, int | float) for v in z):  # the paper's second metric; none when nothing was fooled
+                    values[f"{res['attack']} {label} avg|Z|"] = float(mean_std(z)[0])
+            for metric, value in values.items():
+                key = (res["model"], res["dataset"], res["act"], metric, schedule)
+                group = groups.setdefault(key, Group(key[0], key[1], key[2], key[3], key[4]))
+                if seed in group.values:
+                    notes.append(f"{path.name}: seed {seed} of {'/'.join(key[:4])} already given by another file; "
+                                 "kept the first")
+                    continue
+                group.values[seed] = value
     return list(groups.values()), notes
 
 
@@ -266,8 +271,10 @@ HEAD = ["model", "data", "metric", "schedule", "act", "seeds", "per seed", "mean
 
 def row_texts(row: Comparison) -> list[str]:
     g = row.group
-    digits = 2 if g.metric.startswith("clean") else 4 if "loss" in g.metric or "distance" in g.metric else 1
-    per_seed = ", ".join(f"{g.values[s]:.{digits + 1}g}" if "distance" in g.metric else f"{g.values[s]:g}"
+    digits = (2 if g.metric.startswith("clean") else 4 if "loss" in g.metric or "distance" in g.metric
+              else 3 if g.metric.endswith("avg|Z|") else 1)
+    per_seed = ", ".join(f"{g.values[s]:.{digits + 1}g}" if "distance" in g.metric
+                         else f"{g.values[s]:.3f}" if g.metric.endswith("avg|Z|") else f"{g.values[s]:g}"
                          for s in sorted(g.values))
     ci = "-" if row.ci95 is None else f"[{_num(row.ci95[0], digits)}, {_num(row.ci95[1], digits)}]"
     return [g.model, g.dataset, g.metric, g.schedule, g.act, str(len(g.values)), per_seed,
@@ -281,7 +288,7 @@ def render_markdown(tables: Sequence[StatsTable], notes: Sequence[str]) -> str:
         out += [f"### {t.title}", "", f"Welch's t-test, two-sided; {t.rule}.", ""]
         out.append("| " + " | ".join(HEAD) + " |")
         out.append("|" + "---|" * len(HEAD))
-        out += ["| " + " | ".join(row_texts(r)) + " |" for r in t.rows]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row_texts(r)) + " |" for r in t.rows]  # avg|Z|
         out.append("")
     out += [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"

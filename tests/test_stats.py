@@ -33,11 +33,13 @@ TEMPLATE = committed_result("lenet5-relu-cifar10-s0--pixel1px-seed0", "seeds")
 
 
 def fake_result(folder, act, seed, successes, status="complete", tag=None):
-    """A committed result made over: another activation and checkpoint, one repeat per success count."""
+    """A committed result made over: another activation and checkpoint, one repeat per success count
+    (whose avg|Z| is successes / 100, so that it is told apart)."""
     tag = tag or f"s{seed}"
     res = json.loads(TEMPLATE.read_text())
     (setting,) = res["settings"]
-    setting["repeats"] = [setting["repeats"][0] | {"repeat": r, "successes": s} for r, s in enumerate(successes)]
+    setting["repeats"] = [setting["repeats"][0] | {"repeat": r, "successes": s, "avg_abs_z": s / 100}
+                          for r, s in enumerate(successes)]
     setting.pop("aggregate")
     res |= {"act": act, "status": status, "checkpoint": res["checkpoint"] | {"path": f"checkpoints/lenet5-{act}-cifar10-{tag}.pt"}}
     path = folder / f"lenet5-{act}-cifar10-{tag}--pixel1px-seed0.json"
@@ -98,11 +100,13 @@ def test_attack_groups_average_repeats_per_seed(tmp_path):
     fake_result(tmp_path, "sapl", 7, [1], status="partial")
     fake_result(tmp_path, "sapl", 0, [1], tag="custom")
     groups, notes = attack_groups(tmp_path)
-    relu = next(g for g in groups if g.act == "relu")
+    relu = next(g for g in groups if g.act == "relu" and g.metric.endswith("successes"))
     assert relu.values == {0: 31.0, 1: 35.0, 2: 33.0}
+    z = next(g for g in groups if g.act == "relu" and g.metric.endswith("avg|Z|"))  # the paper's second metric
+    assert z.values == pytest.approx({0: 0.31, 1: 0.35, 2: 0.33})
     assert len(notes) == 2
     rows = compare(groups, "relu")
-    sapl = next(r for r in rows if r.group.act == "sapl")
+    sapl = next(r for r in rows if r.group.act == "sapl" and r.group.metric.endswith("successes"))
     assert sapl.reference == "relu" and sapl.diff == pytest.approx(41.0 - 33.0) and sapl.p is not None
 
 
@@ -118,10 +122,13 @@ def test_stats_cli(tmp_path):
     r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(res), "--format", "json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
-    assert [len(t["rows"]) for t in data["tables"]] == [4, 2]  # error and final loss; one attack setting
+    assert [len(t["rows"]) for t in data["tables"]] == [4, 4]  # error and final loss; one setting's successes and avg|Z|
     tables, _ = build_stats(ck, res)
     assert [r.reference for r in tables[0].rows] == [None, "relu"] * 2  # relu is the only baseline here
     assert "Welch" in runner.invoke(app, ["stats", "--checkpoints", str(ck), "--format", "markdown"]).output
+    md = runner.invoke(app, ["stats", "--results", str(res), "--checkpoints", str(ck), "--format", "markdown"]).output
+    rows = [line for line in md.splitlines() if line.startswith("| lenet5")]
+    assert rows and {line.replace("\\|", "").count("|") for line in rows} == {15}  # avg|Z| does not split a cell
     r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "not found" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path / "res")])
