@@ -176,9 +176,10 @@ def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped
                     continue
                 values[f"{res['attack']} {label} median distance"] = value
             else:
-                values[f"{res['attack']} {label} successes"] = float(mean_std([r["successes"] for r in setting["repeats"]])[0])
+                successes = [r["successes"] for r in setting["repeats"]]
+                values[f"{res['attack']} {label} successes"] = float(mean_std(successes)[0])
                 z = [r.get("avg_abs_z") for r in setting["repeats"]]
-                if all(isinstance(v, int | float) for v in z):  # the paper's second metric; none when nothing was fooled
+                if all(isinstance(v, int | float) for v in z):  # the paper's second metric (none: nothing fooled)
                     values[f"{res['attack']} {label} avg|Z|"] = float(mean_std(z)[0])
             for metric, value in values.items():
                 key = (res["model"], res["dataset"], res["act"], metric, schedule)

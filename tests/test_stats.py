@@ -122,7 +122,7 @@ def test_stats_cli(tmp_path):
     r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(res), "--format", "json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
-    assert [len(t["rows"]) for t in data["tables"]] == [4, 4]  # error and final loss; one setting's successes and avg|Z|
+    assert [len(t["rows"]) for t in data["tables"]] == [4, 4]  # error, final loss; successes, avg|Z|
     tables, _ = build_stats(ck, res)
     assert [r.reference for r in tables[0].rows] == [None, "relu"] * 2  # relu is the only baseline here
     assert "Welch" in runner.invoke(app, ["stats", "--checkpoints", str(ck), "--format", "markdown"]).output
