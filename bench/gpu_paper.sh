@@ -16,8 +16,10 @@
 #
 # Data: $ROBENCH_DATA, else this project's sandbox archive carried as .gpudata/ (cifar10-jpeg.npz and
 # prepare.py, copied from ../shared/data; `echo /.gpudata/ >> .git/info/exclude` first), unpacked to a
-# temp folder. Not yet run on a GPU: the device tool sends the working tree only up to 64 MiB, and the
-# tracked files alone are about 87 MB (checkpoints/ 51, attacks/ 32) before the 54 MB archive.
+# temp folder. On this project's GPU machine robench's own dependencies are there but foolbox is not:
+# carry its wheels and `pip install --no-deps -e .` first (the device tool's README says how).
+# Not yet run on a GPU: the device tool sends the working tree only up to 64 MiB, and the tracked
+# files alone are about 98 MiB (checkpoints/ 50, attacks/ 47) before the 54 MB archive.
 #
 # --toy checks the whole script on a CPU in about a minute, in a temp folder: the same attack list at
 # tiny budgets on LeNet-5 (relu, sapl) trained for one epoch on 2048 images (bench/gpu_paper_files.py).
