@@ -242,9 +242,13 @@ def _check_identity(meta: dict[str, Any], path: Path, payload: dict[str, Any]) -
         raise _mismatch(path, "dataset")
 
 
-def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False, seed: int = 0, directory: Path = DEFAULT_DIR) -> Path:
+def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False, seed: int = 0,
+                       directory: Path = DEFAULT_DIR, train_images: int = 0) -> Path:
+    """``<model>-<act>-<dataset>[-aug]-s<seed>[-n<train_images>].pt``: the one place the name is made
+    (``TrainConfig.run_name`` is its stem)."""
     aug = "-aug" if augment else ""
-    return Path(directory) / f"{file_name_part(model)}-{file_name_part(act)}-{dataset}{aug}-s{seed}.pt"
+    subset = f"-n{train_images}" if train_images else ""
+    return Path(directory) / f"{file_name_part(model)}-{file_name_part(act)}-{dataset}{aug}-s{seed}{subset}.pt"
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

@@ -108,8 +108,7 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         """``<model>-<act>-<dataset>[-aug]-s<seed>[-n<train_images>]``: the checkpoint's file stem."""
-        from .registry import file_name_part
+        from .checkpoints import default_checkpoint
 
-        aug = "-aug" if self.augment else ""
-        subset = f"-n{self.train_images}" if self.train_images else ""
-        return f"{file_name_part(self.model)}-{file_name_part(self.act)}-{self.dataset}{aug}-s{self.seed}{subset}"
+        return default_checkpoint(self.model, self.act, self.dataset, self.augment, self.seed,
+                                  train_images=self.train_images).stem

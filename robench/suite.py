@@ -67,11 +67,9 @@ class SuiteConfig:
             config_from_dict(TrainConfig, dict(self.train), "train")  # invalid schedules fail at load
 
     def checkpoint(self, model: str, act: str, train_seed: int) -> Path:
-        augment = bool((self.train or {}).get("augment", False))
-        path = default_checkpoint(model, act, self.dataset, augment=augment, seed=train_seed,
-                                  directory=Path(self.checkpoints))
-        subset = int((self.train or {}).get("train_images", 0))
-        return path.with_name(f"{path.stem}-n{subset}.pt") if subset else path
+        train = self.train or {}
+        return default_checkpoint(model, act, self.dataset, augment=bool(train.get("augment", False)), seed=train_seed,
+                                  directory=Path(self.checkpoints), train_images=int(train.get("train_images", 0)))
 
     def trainings(self) -> list[tuple[TrainConfig, Path]]:
         """The training run behind every checkpoint the grid needs (empty without ``train:``)."""

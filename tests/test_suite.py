@@ -114,7 +114,7 @@ def test_ctrl_c_on_workers_keeps_finished_repeats(ckdir, tmp_path):
     results = tmp_path / "results"
 
     def started(path: Path) -> bool:
-        """A repeat is stored; False for a file not yet holding one (a run writes its settings first)."""
+        """A repeat is stored; False for a file it cannot read."""
         try:
             return any(setting["repeats"] for setting in read_result(path)["settings"])
         except (OSError, ValueError, KeyError, RobenchError):
