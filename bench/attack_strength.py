@@ -2,7 +2,7 @@
 
     ROBENCH_DATA=/tmp/data python bench/attack_strength.py [--models relu,sapl] [--images 100] \\
         [--pixels 1,3,5] [--eps 1/255,2/255,4/255,8/255] [--peers torchattacks,art|none] \\
-        [--peer-images N | N1,N2,N3] [--peer-models relu] [--parts pixel,linf] [--threads T]
+        [--peer-images N | N1,N2,N3] [--peer-models relu] [--parts pixel,linf,square] [--threads T]
 
 Every method attacks the same N correctly classified CIFAR-10 test images (``select_images``,
 seed 0) of the shipped LeNet-5 checkpoints ``checkpoints/lenet5-<act>-cifar10-s0.pt``. Success is
@@ -57,6 +57,15 @@ Part B, Linf at eps = ``--eps``:
 - ``torchattacks apgd-ce`` / ``apgd-dlr``  ``APGD(norm="Linf", eps=e, steps=100, n_restarts=1,
   loss=..., seed=0)``.
 
+Part C, Linf black-box at eps = ``--eps``, budget 5,000 queries per image (AutoAttack's Square):
+
+- ``robench square``  ``SquareConfig(epsilons=(e,))`` (5,000 queries, p_init 0.8, margin loss; a
+  square per image);
+- ``torchattacks square``  ``Square(norm="Linf", eps=e, n_queries=5000, n_restarts=1, p_init=0.8,
+  loss="margin", resc_schedule=True, seed=0)``, AutoAttack's code (one square for the whole batch);
+- ``art square``  ``SquareAttack(norm=inf, eps=e, max_iter=5000, p_init=0.8, nb_restarts=1)`` on the
+  ``PyTorchClassifier`` of Part A (its loss: the margin of the classifier's outputs, logits here).
+
 The Linf peers are cheap and run on every model and image (``--peer-images``/``--peer-models``
 limit only Part A's peers). ``queries/img`` is robench's ``outcome.queries`` mean for robench and the
 model's forward images per image (``Counting``) for peers; for gradient attacks a query is one
@@ -92,6 +101,7 @@ from robench.attacks.gradient import FGSMConfig, FMNConfig, PGDConfig  # noqa: E
 from robench.attacks.pixel import PixelAttackConfig  # noqa: E402
 from robench.attacks.runner import select_images  # noqa: E402
 from robench.attacks.sparse_rs import SparseRSConfig  # noqa: E402
+from robench.attacks.square import SquareConfig  # noqa: E402
 from robench.checkpoints import load_checkpoint  # noqa: E402
 from robench.data import load_split, to_float  # noqa: E402
 from robench.storage import resolve_device  # noqa: E402
@@ -99,6 +109,7 @@ from robench.storage import resolve_device  # noqa: E402
 QUERIES = POPULATION * (1 + GENERATIONS)  # 16,400: the paper DE's full budget per image
 PEERS = ("torchattacks", "art")
 STEPS = 100  # PGD / APGD steps
+SQUARE_QUERIES = SquareConfig().queries  # 5,000, AutoAttack's
 
 
 @dataclass
@@ -154,15 +165,27 @@ def run_art_pixel(model: Counting, x: Tensor, y: Tensor, k: int, device: torch.d
         def predict(self, inputs: np.ndarray, batch_size: int = members, **kwargs) -> np.ndarray:
             return super().predict(inputs, batch_size=batch_size, **kwargs)
 
-    classifier = Classifier(
-        model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=10, clip_values=(0.0, 1.0),
-        channels_first=True, device_type="gpu" if device.type == "cuda" else "cpu",
-    )
+    classifier = art_classifier(Classifier, model, x, device)
     attack = PixelAttack(classifier, th=k, es=1, max_iter=de_steps(k, x.shape[1]), targeted=False, verbose=False)
     np.random.seed(0)  # its DE draws from NumPy's global RNG (seed=None)
     adv = torch.from_numpy(attack.generate(x.cpu().numpy(), y.cpu().numpy())).to(x.device)
     # Undo the float noise of its 0-255 round trip on pixels it did not paint (see the docstring).
     return torch.where((adv - x).abs() <= 0.5 / 255, x, adv).clamp(0, 1)
+
+
+def art_classifier(cls: type, model: nn.Module, x: Tensor, device: torch.device):
+    return cls(model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=10, clip_values=(0.0, 1.0),
+               channels_first=True, device_type="gpu" if device.type == "cuda" else "cpu")
+
+
+def run_art_square(model: Counting, x: Tensor, y: Tensor, eps: float, device: torch.device) -> Tensor:
+    from art.attacks.evasion import SquareAttack
+    from art.estimators.classification import PyTorchClassifier
+
+    attack = SquareAttack(art_classifier(PyTorchClassifier, model, x, device), norm=np.inf, eps=eps,
+                          max_iter=SQUARE_QUERIES, p_init=0.8, nb_restarts=1, batch_size=len(x), verbose=False)
+    np.random.seed(0)  # it draws from NumPy's global RNG
+    return torch.from_numpy(attack.generate(x.cpu().numpy(), y.cpu().numpy())).to(x.device).clamp(0, 1)
 
 
 def judge_within(model: nn.Module, x: Tensor, y: Tensor, adv: Tensor, **budget) -> tuple[int, int, str]:
@@ -211,7 +234,7 @@ def main() -> None:
     peers = [] if a.peers == "none" else [q for q in a.peers.split(",") if q]
     if unknown := set(peers) - set(PEERS):
         p.error(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
-    if unknown := parts - {"pixel", "linf"}:
+    if unknown := parts - {"pixel", "linf", "square"}:
         p.error(f"unknown parts {sorted(unknown)}")
     peer_models = set(a.peer_models.split(",")) if a.peer_models else set(models)
     if a.peer_images is None:
@@ -231,12 +254,13 @@ def main() -> None:
     device = resolve_device(a.device)
     test, prov = load_split("cifar10", train=False, data_dir=a.data_dir)
     versions = []
-    for name in dict.fromkeys(peers + (["torchattacks"] if "linf" in parts and peers else [])):
+    for name in dict.fromkeys(peers + (["torchattacks"] if parts & {"linf", "square"} and peers else [])):
         mod = __import__(name)
         versions.append(f"{name} {mod.__version__}")
 
     rows_a: list[Row] = []
     rows_b: list[Row] = []
+    rows_c: list[Row] = []
     notes: list[str] = []
     drawn_text = []
 
@@ -373,6 +397,34 @@ def main() -> None:
                 print(f"# {act} fmn linf: {int(fmn_verdict.success.sum())}/{a.images} fooled, median minimal "
                       f"Linf {float(fmn_best.median()) * 255:.2f}/255")
 
+        if "square" in parts:
+            spec = get_attack("square")
+            for (label, setting), e in zip(spec.settings(SquareConfig(epsilons=tuple(epsilons))), epsilons):
+                outcome, wall = timed(spec.fn, model, x, y, setting, torch.Generator().manual_seed(0))
+                ours = int(judge(model, x, y, outcome, **spec.budget(setting)).success.sum())
+                rows_c.append(Row(act, label, "robench square", ours, a.images, float(outcome.queries.float().mean()),
+                                  wall, load().split()[0]))
+                res = {"robench square": ours}
+                for peer in peers:
+                    torch.manual_seed(0)
+                    np.random.seed(0)
+                    counted.images = 0
+                    if peer == "torchattacks":
+                        import torchattacks
+
+                        attack = torchattacks.Square(counted, norm="Linf", eps=e, n_queries=SQUARE_QUERIES, n_restarts=1,
+                                                     p_init=0.8, loss="margin", resc_schedule=True, seed=0)
+                        adv, wall = timed(attack, x, y)
+                    else:
+                        adv, wall = timed(run_art_square, counted, x, y, e, device)
+                    succ, judged, note = judge_within(model, x, y, adv.detach(), linf_budget=e)
+                    res[f"{peer} square"] = succ
+                    rows_c.append(Row(act, label, f"{peer} square", succ, judged, counted.images / a.images, wall,
+                                      load().split()[0], note=note))
+                    if succ > ours + 2:
+                        notes.append(f"{act} {label}: {peer} square {succ} is more than 2 above robench square {ours}")
+                print(f"# {act} square {label}: " + ", ".join(f"{m} {s}" for m, s in res.items()), flush=True)
+
     def table(title: str, rows: list[Row], setting_name: str) -> None:
         if not rows:
             return
@@ -393,6 +445,7 @@ def main() -> None:
 
     table(f"Part A: k pixels (L0), {QUERIES:,} queries per image", rows_a, "k")
     table(f"Part B: Linf, {STEPS} steps", rows_b, "eps")
+    table(f"Part C: Linf black-box (Square), {SQUARE_QUERIES:,} queries per image", rows_c, "eps")
     if notes:
         print("\nNotes:")
         for note in notes:

@@ -52,9 +52,11 @@ TITLES = {
     "pixel": "Few-pixel DE ({variant}), successes",
     "sparse_rs": "Sparse-RS k-pixel attack{variant}, successes",
     "pgd": "PGD {variant}, successes",
+    "square": "Square attack (Linf, black-box{variant}), successes",
     "fmn": "FMN {variant}: successes at each budget (from minimal distances) and median minimal distance",
     "ensemble": "Worst case over {variant}, successes",
 }
+VARIANT_FORMAT = {"sparse_rs": " ({})", "square": ", {}"}  # how a variant joins those titles (default: as is)
 
 
 @dataclass
@@ -141,7 +143,7 @@ def _sort_key(label: str) -> tuple[float, str]:
 
 
 def _table_order(ident: str, attack: str) -> tuple[int, str]:
-    order = ("pixel", "sparse_rs", "fgsm", "pgd", "cw", "fmn", "ensemble")
+    order = ("pixel", "sparse_rs", "fgsm", "pgd", "square", "cw", "fmn", "ensemble")
     return (order.index(attack) if attack in order else len(order)), ident
 
 
@@ -183,7 +185,7 @@ def build_report(results_dir: str | Path, on_error: OnError | None = warn_skippe
         if spec is not None:
             key, title, z_settings = spec.key, spec.title, spec.z_settings
         else:
-            shown = f" ({variant})" if attack == "sparse_rs" and variant else variant
+            shown = VARIANT_FORMAT.get(attack, "{}").format(variant) if variant else ""
             key, title, z_settings = ident, TITLES.get(attack, ident + " ({variant})").format(variant=shown), None
         table = _build_table(key, title, ident, attack, files, z_settings, notes, evidence, marks)
         if spec is not None:

@@ -16,6 +16,7 @@ from .ensemble import EnsembleConfig, ensemble_attack
 from .gradient import CWConfig, FGSMConfig, FMNConfig, PGDConfig, cw_attack, fgsm_attack, fmn_attack, pgd_attack
 from .pixel import PixelAttackConfig, pixel_attack
 from .sparse_rs import SparseRSConfig, sparse_rs_attack
+from .square import SquareConfig, square_attack
 
 BUDGET_KWARGS = {"linf": "linf_budget", "l2": "l2_budget", "l1": "l1_budget", "l0": "l0_budget"}
 
@@ -147,6 +148,18 @@ for _spec in (
         variant=lambda c: "-".join([c.norm, *_nondefault(c, {"norm", "epsilons", "max_batch"})]),
         threats=("linf", "l2"),
         at_budget=lambda norm, b, o: PGDConfig(norm=norm, epsilons=(b,), **_options(o, {"norm", "epsilons"}, "pgd")),
+    ),
+    AttackSpec(
+        "square", SquareConfig, square_attack,
+        settings=lambda c: [(setting_label("linf", e), dataclasses.replace(c, epsilons=(e,))) for e in c.epsilons],
+        budget=lambda c: {"linf_budget": c.epsilons[0]},
+        deterministic=False,
+        threat=lambda c: ("linf", c.epsilons[0]),
+        white_box=False,  # the black-box check on the gradient attacks' Linf numbers
+        tag=lambda c: "".join(f"-{part}" for part in _nondefault(c, {"epsilons", "max_batch"})),
+        variant=lambda c: "-".join(_nondefault(c, {"epsilons", "max_batch"})),
+        threats=("linf",),
+        at_budget=lambda norm, b, o: SquareConfig(epsilons=(b,), **_options(o, {"epsilons"}, "square")),
     ),
     AttackSpec(
         "fmn", FMNConfig, fmn_attack,

@@ -21,9 +21,9 @@ OPTION_FIELDS: dict[str, dict[str, str]] = {
     "strategy": {"pixel": "strategy"},
     "crossover": {"pixel": "crossover"},
     "crossover-rate": {"pixel": "crossover_rate"},
-    "queries": {"sparse_rs": "queries"},
-    "p-init": {"sparse_rs": "p_init"},
-    "eps": {"fgsm": "epsilons", "pgd": "epsilons", "ensemble": "epsilons", "fmn": "epsilon"},
+    "queries": {"sparse_rs": "queries", "square": "queries"},
+    "p-init": {"sparse_rs": "p_init", "square": "p_init"},
+    "eps": {"fgsm": "epsilons", "pgd": "epsilons", "square": "epsilons", "ensemble": "epsilons", "fmn": "epsilon"},
     "norm": {"pgd": "norm", "fmn": "norm", "ensemble": "threat"},
     "steps": {"pgd": "steps", "fmn": "steps", "cw": "steps"},
     "restarts": {"pgd": "restarts"},
@@ -79,7 +79,7 @@ def attack_options(attack: str, given: dict[str, Any]) -> dict[str, Any]:
 
 
 # The flag ``NAME:VALUE`` sets in the Python API's short attack strings (``pixel:3``, ``fgsm:0.02,0.04``).
-SHORTHAND: dict[str, str] = {"pixel": "pixels", "sparse_rs": "pixels", "fgsm": "eps", "pgd": "eps", "fmn": "eps",
+SHORTHAND: dict[str, str] = {"pixel": "pixels", "sparse_rs": "pixels", "fgsm": "eps", "pgd": "eps", "square": "eps", "fmn": "eps",
                              "cw": "l2-budget", "ensemble": "eps"}
 
 
