@@ -31,7 +31,7 @@ from .errors import ConfigError, ResultError
 from .registry import file_name_part
 from .results import OnError, list_results, warn_skipped
 from .robustness import (RobustCell, Threat, gather, lower_bounds, median_distance, result_ident, sanity_flags, threat,
-                         worst_case)
+                         unconverged_flags, worst_case)
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,8 @@ def build_report(results_dir: str | Path, on_error: OnError | None = warn_skippe
     robust_rows = [RobustRow(m, a, d, t, {p.label: cells[p] for p in points if p in cells})
                    for (m, d, t, a), cells in sorted(robust.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
                                                                                    kv[0][3] != "relu", kv[0][3]))]
-    return Report(tables, notes, [p.label for p in points], robust_rows, sanity_flags(evidence))
+    flags = sanity_flags(evidence) + unconverged_flags(finished, checkpoint_tag)
+    return Report(tables, notes, [p.label for p in points], robust_rows, flags)
 
 
 def _build_table(key: str, title: str, ident: str, attack: str, files: list[tuple[Path, dict[str, Any]]],

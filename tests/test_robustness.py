@@ -93,6 +93,18 @@ def test_sanity_flags(tmp_path):
     assert "black-box sparse_rs (4) beats every white-box attack (best fmn-l0, 1)" in flags
 
 
+def test_a_minimal_norm_run_that_leaves_images_unfooled_is_flagged(tmp_path):
+    # 9 of 10 fooled at some distance: 1 left is over 5 %, flagged; all 10 fooled on sapl: not flagged.
+    dist = {i: 0.1 * (i - 9) for i in IMAGES}
+    _result(tmp_path, "fmn", {"norm": "l2"}, {"min-l2": [set(IMAGES[:9])]}, distances=dist)
+    _result(tmp_path, "fmn", {"norm": "l2"}, {"min-l2": [set(IMAGES)]}, act="sapl", distances=dist)
+    _result(tmp_path, "fmn", {"norm": "l2", "epsilon": 0.3}, {"l2=0.3": [{10, 11, 12}]}, act="apl", distances=dist)
+    flags = build_report(tmp_path).flags
+    assert flags == ["lenet5/cifar10/s0/relu fmn-l2: 1 of 10 images not fooled at any distance; the attack stopped "
+                     "short (raise its steps), so its l2 successes at every budget, and robust accuracy resting on "
+                     "them, flatter the model"]  # a budgeted run (apl) leaves images by design
+
+
 @pytest.mark.parametrize("text,expected", [("8/255", (8 / 255,)), ("0.02, 1/255", (0.02, 1 / 255))])
 def test_budgets_parse_fractions(text, expected):
     from robench.attacks.options import parse_budgets
