@@ -90,7 +90,7 @@ def test_members_are_checked_at_load():
     with pytest.raises(ValueError, match="set by the ensemble's budget"):
         EnsembleConfig(threat="l0", members=("de",), member_options={"de": {"pixels": 4}})
     cfg = EnsembleConfig(threat="linf", epsilons=(8 / 255,))
-    assert cfg.members == ("fgsm", "pgd", "fmn")  # the defaults, cheap first
+    assert cfg.members == ("fgsm", "pgd", "fmn", "square")  # the defaults, cheap first, the black-box check last
     assert EnsembleConfig(members=("de", "sparse_rs")).members == ("pixel", "sparse_rs")
 
 
@@ -108,3 +108,18 @@ def test_real_members_on_a_planted_pixel():
     verdict = judge(OnePixel(), images, labels, out, **spec.budget(setting))
     assert label == "1px" and verdict.success.all()
     assert set(out.details["broken_by"]) <= {"pixel", "sparse_rs"}
+
+
+def test_the_default_linf_worst_case_survives_masked_gradients():
+    """A model that hides its gradient (a staircase) fools neither FGSM, PGD nor FMN; the default Linf
+    ensemble still breaks every image, through its gradient-free member."""
+    from tests.test_attacks_square import BrightChannel, grey
+
+    eps = 8 / 255
+    model = BrightChannel(margin=eps / 2, masked=True)
+    images, labels = grey(3), torch.zeros(3, dtype=torch.long)
+    cfg = EnsembleConfig(threat="linf", epsilons=(eps,), member_options={"pgd": {"steps": 10}, "fmn": {"steps": 10},
+                                                                         "square": {"queries": 1000}})
+    out = ensemble_attack(model, images, labels, cfg, torch.Generator().manual_seed(0))
+    assert judge(model, images, labels, out, linf_budget=eps).success.all()
+    assert out.details["broken_by"] == ["square"] * 3

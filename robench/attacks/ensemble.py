@@ -18,10 +18,12 @@ from torch import Tensor, nn
 from robench.attacks.base import AttackOutcome, judge
 
 THREATS = ("l0", "linf", "l2", "l1")
-# Cheap first: a black-box DE before Sparse-RS, one gradient step before 100, FMN last.
+# Cheap first: a black-box DE before Sparse-RS, one gradient step before 100, FMN, then Linf's
+# gradient-free Square on what the gradients left standing (as AutoAttack's standard set ends with
+# it): a worst case made only of gradient attacks would flatter a model whose gradients are masked.
 DEFAULT_MEMBERS: dict[str, tuple[str, ...]] = {
     "l0": ("pixel", "sparse_rs"),
-    "linf": ("fgsm", "pgd", "fmn"),
+    "linf": ("fgsm", "pgd", "fmn", "square"),
     "l2": ("pgd", "fmn", "cw"),
     "l1": ("fmn",),
 }
