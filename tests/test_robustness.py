@@ -101,8 +101,8 @@ def test_a_minimal_norm_run_that_leaves_images_unfooled_is_flagged(tmp_path):
     _result(tmp_path, "fmn", {"norm": "l2", "epsilon": 0.3}, {"l2=0.3": [{10, 11, 12}]}, act="apl", distances=dist)
     flags = build_report(tmp_path).flags
     assert flags == ["lenet5/cifar10/s0/relu fmn-l2: 1 of 10 images not fooled at any distance; the attack stopped "
-                     "short (raise its steps), so its l2 successes at every budget, and robust accuracy resting on "
-                     "them, flatter the model"]  # a budgeted run (apl) leaves images by design
+                     "short, so its l2 successes at every budget, and robust accuracy resting on them, flatter the "
+                     "model (check with another l2 attack)"]  # a budgeted run (apl) leaves images by design
 
 
 @pytest.mark.parametrize("text,expected", [("8/255", (8 / 255,)), ("0.02, 1/255", (0.02, 1 / 255))])
