@@ -76,6 +76,31 @@ def test_fmn_budget_drops_farther_adversarials(linear):
     assert torch.equal(capped.adversarial[~verdict.success], x[~verdict.success])
 
 
+def test_fmn_l2_restarts_from_a_crossing_where_its_first_run_stalled(linear):
+    """Images a first L2 FMN run left unfooled (as the projected FMN does on MNIST MLPs) get Foolbox's
+    unprojected walk and a projected FMN from its crossing: they end at the analytic minimum; the
+    images already fooled keep their adversarial and their query count."""
+    from robench.attacks.base import AttackOutcome
+    from robench.attacks.gradient import _l2_restart
+
+    model, x, y = linear
+    cfg = FMNConfig(norm="l2")
+    done = fmn_attack(model, x, y, cfg, gen())
+    stalled = torch.arange(len(x)) < 3
+    first = AttackOutcome(adversarial=torch.where(stalled[:, None, None, None], x, done.adversarial),
+                          queries=done.queries.clone())
+    out = _l2_restart(model, x, y, cfg, first)
+    verdict = judge(model, x, y, out)
+    assert verdict.success.all()
+    with torch.no_grad():
+        exact = -model(x)[:, 1] / model.w.norm(p=2)
+    assert (verdict.l2[stalled] <= exact[stalled] * 1.01).all(), verdict.l2 / exact
+    assert torch.equal(out.adversarial[~stalled], done.adversarial[~stalled])
+    assert torch.equal(out.queries[~stalled], done.queries[~stalled]) and (out.queries[stalled] > done.queries[stalled]).all()
+    capped = _l2_restart(model, x, y, FMNConfig(norm="l2", epsilon=float(exact[:3].min()) * 0.5), first)
+    assert torch.equal(capped.adversarial[stalled], x[stalled])  # beyond the budget: the clean image
+
+
 def test_bad_settings_are_value_errors():
     with pytest.raises(ValueError, match="linf or l2"):
         PGDConfig(norm="l1")

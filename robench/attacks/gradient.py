@@ -284,11 +284,51 @@ def fmn_attack(
     random numbers; ``generator`` is taken for the common signature.
     """
     attack = FOOLBOX_ROWS["fmn"].build(config)
-    return _minimal_norm(model, images, labels, attack, None, config.norm, config.epsilon, config.max_batch)
+    out = _minimal_norm(model, images, labels, attack, None, config.norm, config.epsilon, config.max_batch)
+    return _l2_restart(model, images, labels, config, out) if config.norm == "l2" else out
+
+
+def _l2_restart(model: nn.Module, images: Tensor, labels: Tensor, config: FMNConfig, first: AttackOutcome) -> AttackOutcome:
+    """FMN L2 again, from a starting point, on the images the first run left unfooled.
+
+    The projected L2 FMN can stall before it ever crosses the boundary: where clipping to [0, 1]
+    eats most of each step (MNIST, its pixels mostly at 0 or 1), the ball it projects onto grows
+    slower than the steps shrink. On the seed-0 MNIST MLPs it fooled 0 of 30 swish and 20 of 30
+    ReLU images, where Foolbox's unprojected FMN, which walks until it crosses, fooled all 30. So
+    those images get that walk first, and from each crossing it finds (FMN's binary search puts it
+    on the boundary) the projected FMN minimises again; an image keeps the smaller misclassified
+    of the two. Images the first run fooled are untouched, so where it converges (every CIFAR-10
+    LeNet-5 run but 6 images of one) nothing changes. queries adds both runs' passes.
+    """
+    labels = labels.to(images.device)
+    with torch.no_grad():
+        missed = (_predict(model, first.adversarial) == labels).nonzero().flatten()
+    if len(missed) == 0:
+        return first
+    kwargs = FOOLBOX_ROWS["fmn"].kwargs(config)
+    x, y = images[missed], labels[missed]
+    walk = _minimal_norm(model, x, y, foolbox.attacks.L2FMNAttack(**kwargs), None, "l2", None, config.max_batch)
+    with torch.no_grad():
+        crossed = (_predict(model, walk.adversarial) != y).nonzero().flatten()
+    best, queries = walk.adversarial, walk.queries.clone()
+    if len(crossed):
+        again = _minimal_norm(model, x[crossed], y[crossed], _L2FMN(**kwargs), None, "l2", None, config.max_batch,
+                              starting_points=walk.adversarial[crossed])
+        with torch.no_grad():
+            better = (_predict(model, again.adversarial) != y[crossed]) & (
+                perturbation_norms(x[crossed], again.adversarial)["l2"] < perturbation_norms(x[crossed], best[crossed])["l2"])
+        best[crossed[better]] = again.adversarial[better]
+        queries[crossed] += again.queries
+    if config.epsilon is not None:  # as _minimal_norm does: beyond the budget is not a success
+        far = perturbation_norms(x, best)["l2"] > config.epsilon
+        best[far] = x[far]
+    adv, total = first.adversarial.clone(), first.queries.clone()
+    adv[missed], total[missed] = best, total[missed] + queries
+    return AttackOutcome(adversarial=adv, queries=total)
 
 
 def _minimal_norm(model: nn.Module, images: Tensor, labels: Tensor, attack: Any, call_eps: float | None, norm: str,
-                  budget: float | None, max_batch: int) -> AttackOutcome:
+                  budget: float | None, max_batch: int, starting_points: Tensor | None = None) -> AttackOutcome:
     """Run a Foolbox minimisation attack (FMN, CW) and keep, per image, its smallest adversarial when
     it is misclassified and (with a ``budget``) within it in ``norm``; the clean image otherwise.
 
@@ -296,7 +336,8 @@ def _minimal_norm(model: nn.Module, images: Tensor, labels: Tensor, attack: Any,
     that (or a minimal adversarial that is too far) down to the budget, as Foolbox's clipped output
     does, is not something the attack found. Within the budget Foolbox's clip is the identity.
     queries (N,) counts the forward+backward passes the attack ran on the image's batch (Foolbox
-    reports none); ``call_eps`` is what Foolbox is called with (it only shapes the clipped output).
+    reports none); ``call_eps`` is what Foolbox is called with (it only shapes the clipped output);
+    ``starting_points`` (misclassified images like ``images``) are where FMN starts its search.
     """
     labels = labels.to(images.device)
     advs, queries = [], []
@@ -305,7 +346,9 @@ def _minimal_norm(model: nn.Module, images: Tensor, labels: Tensor, attack: Any,
         for start in range(0, len(images), max_batch):
             x, y = images[start : start + max_batch], labels[start : start + max_batch]
             counter.calls = 0
-            raw, clipped, _ = attack(fmodel, x, y, epsilons=call_eps)
+            start_at = {} if starting_points is None else {
+                "starting_points": ep.astensor(starting_points[start : start + max_batch])}
+            raw, clipped, _ = attack(fmodel, x, y, epsilons=call_eps, **start_at)
             passes = counter.calls
             with torch.no_grad():
                 keep = _predict(model, raw) != y
