@@ -227,6 +227,13 @@ def unconverged_flags(results: list[tuple[str, dict[str, Any]]], tag_of: Any) ->
     return flags
 
 
+# Threats where a white-box attack should match a black-box one at the same budget, so a black-box
+# win hints at masked gradients (AutoAttack's check). Not L0: there a score-based search beats the
+# gradient attacks on any model (Sparse-RS fooled 78-100 of 100 at 3-5 px where FMN L0 fooled 29-60,
+# on every LeNet-5 seed model, ReLU included), so a black-box win says nothing about masking.
+MASKING_THREATS = ("linf", "l2", "l1")
+
+
 def sanity_flags(evs: Evidences) -> list[str]:
     """Warnings that hint at gradient masking (AutoAttack's checks); a tolerance of one image on
     average keeps random repeats from raising them."""
@@ -237,7 +244,7 @@ def sanity_flags(evs: Evidences) -> list[str]:
             singles = [e for e in items if not e.attack == "ensemble"]
             black = [e for e in singles if not e.white_box]
             white = [e for e in singles if e.white_box]
-            if black and white:
+            if black and white and point.norm in MASKING_THREATS:
                 b, w = max(black, key=lambda e: e.successes), max(white, key=lambda e: e.successes)
                 if b.successes > w.successes + 1:
                     flags.append(f"{name} {point.label}: black-box {b.ident} ({b.successes:g}) beats every white-box "

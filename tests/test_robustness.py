@@ -86,11 +86,13 @@ def test_sanity_flags(tmp_path):
     assert "pgd-linf (1) succeeds less often than fgsm (4)" in text
     assert not any("successes fall" in f for f in rep.flags)  # 1 -> 5 is monotone
     _result(tmp_path, "pgd", {"epsilons": (0.03, 0.04)}, {"eps=0.03": [{10, 11, 12, 13}], "eps=0.04": [{10}]}, act="sapl")
+    _result(tmp_path, "square", {"epsilons": (0.03,)}, {"eps=0.03": [{10, 11, 12, 13, 14, 15}]}, act="sapl")
     _result(tmp_path, "sparse_rs", {"pixels": 1}, {"1px": [{10, 11, 12, 13}]}, act="sapl")
     _result(tmp_path, "fmn", {"norm": "l0"}, {"min-l0": [{10}]}, act="sapl", distances={10: 1})
     flags = "\n".join(build_report(tmp_path).flags)
     assert "successes fall from 4 at linf 0.03 to 1 at linf 0.04" in flags
-    assert "black-box sparse_rs (4) beats every white-box attack (best fmn-l0, 1)" in flags
+    assert "black-box square (6) beats every white-box attack (best pgd-linf, 4): gradients may be masked" in flags
+    assert "sparse_rs" not in flags  # in L0 a score-based search beats gradients on any model
 
 
 def test_a_minimal_norm_run_that_leaves_images_unfooled_is_flagged(tmp_path):
