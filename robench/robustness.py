@@ -204,9 +204,9 @@ def _threats(res: dict[str, Any], spec: Any) -> list[tuple[dict[str, Any], str, 
 
 
 # A minimal-norm attack with no budget should fool every image of an undefended model at some
-# distance; one that leaves more than this share standing stopped short (FMN L2 on the MNIST MLPs
-# left 24-34 % of ReLU, 48-68 % of S-APL/APL/PReLU and all swish images; 1000 steps did no better),
-# and its counts at every budget undercount.
+# distance; one that leaves more than this share standing stopped short, and its counts at every
+# budget undercount. (Before its restart, robench's projected FMN L2 left 24-34 % of the MNIST MLPs'
+# ReLU images unfooled, 48-68 % of S-APL/APL/PReLU ones and every swish one; 1000 steps did no better.)
 UNCONVERGED_SHARE = 0.05
 
 
