@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from robench.attacks.base import EvalMode
 
-__all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "LOSSES", "SEARCH_DTYPES", "EvalMode", "SearchForward", "evaluate", "forward_batch",
-           "paint", "pixel_records", "pixel_upper", "search_forward"]
+__all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "LOSSES", "SEARCH_DTYPES", "EvalMode", "SearchForward", "check_search_budget",
+           "evaluate", "forward_batch", "paint", "pixel_records", "pixel_upper", "scheduled_share",
+           "search_forward"]
 
 # Both map any real coordinate into [0, upper]; "wrap" is periodic (upper itself maps to 0, which
 # rounding makes harmless for rows/cols), and a zero-width range (H == 1) maps to 0.
@@ -55,6 +56,29 @@ def pixel_upper(shape: torch.Size | tuple[int, ...], device: torch.device) -> Te
     """Upper bounds (D,) of one candidate row for images (N, C, H, W); every lower bound is 0."""
     _, c, h, w = shape
     return torch.tensor([h - 1, w - 1] + [1.0] * c, device=device)
+
+
+def check_search_budget(queries: int, p_init: float, max_batch: int | None) -> None:
+    """The settings every score-based random search (Sparse-RS, Square) shares: a query budget, the
+    initial share of the image it moves, and the forward's batch bound."""
+    if queries < 1:
+        raise ValueError(f"queries must be >= 1, got {queries}")
+    if not 0 < p_init <= 1:
+        raise ValueError(f"p_init must be in (0, 1], got {p_init}")
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+
+
+def scheduled_share(iteration: int, queries: int, p_init: float, schedule: tuple[tuple[int, int], ...]) -> float:
+    """The share p(it) a random search moves at ``iteration`` of a ``queries`` budget: ``p_init``
+    divided by the factor of the first ``(threshold, factor)`` of ``schedule`` whose threshold the
+    iteration passes, thresholds on a 10,000-query scale (the Sparse-RS and Square papers' schedules,
+    rescaled to the budget)."""
+    scaled = int(iteration / queries * 10_000)
+    for threshold, factor in schedule:
+        if scaled > threshold:
+            return p_init / factor
+    return p_init
 
 
 def forward_batch(max_batch: int | None, device: torch.device) -> int:

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
-from robench.attacks.candidates import FORWARDS, SEARCH_DTYPES, EvalMode, evaluate, forward_batch, paint, pixel_records, search_forward
+from robench.attacks.candidates import (FORWARDS, SEARCH_DTYPES, EvalMode, check_search_budget, evaluate, forward_batch, paint,
+                                        pixel_records, scheduled_share, search_forward)
 
 # The paper's L0 schedule: iteration (on a 10,000-query scale) above which p_init is divided by
 # the factor, read in order; below the first threshold p = p_init.
@@ -48,22 +49,12 @@ class SparseRSConfig:
             raise ValueError(f"unknown search dtype {self.search_dtype!r}; known: {', '.join(SEARCH_DTYPES)}")
         if self.pixels < 1:
             raise ValueError(f"pixels must be >= 1, got {self.pixels}")
-        if self.queries < 1:
-            raise ValueError(f"queries must be >= 1, got {self.queries}")
-        if not 0 < self.p_init <= 1:
-            raise ValueError(f"p_init must be in (0, 1], got {self.p_init}")
-        if self.max_batch is not None and self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        check_search_budget(self.queries, self.p_init, self.max_batch)
 
 
 def pixels_to_move(iteration: int, config: SparseRSConfig) -> int:
     """How many of the k pixels iteration ``iteration`` (1-based) moves: p(it) * k, at least 1."""
-    scaled = int(iteration / config.queries * 10_000)
-    p = config.p_init
-    for threshold, factor in _SCHEDULE:
-        if scaled > threshold:
-            p = config.p_init / factor
-            break
+    p = scheduled_share(iteration, config.queries, config.p_init, _SCHEDULE)
     return max(int(p * config.pixels), 1)
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome, EvalMode
-from robench.attacks.candidates import LOSSES, forward_batch
+from robench.attacks.candidates import LOSSES, check_search_budget, forward_batch, scheduled_share
 
 # The paper's schedule (AutoAttack's copy of it): iteration on a 10,000-query scale above which
 # p_init is divided by the factor, read in order; at or below the first threshold p = p_init.
@@ -53,23 +53,13 @@ class SquareConfig:
             raise ValueError(f"every epsilon must be in (0, 1] (pixels live in [0, 1]), got {list(self.epsilons)}")
         if len(set(self.epsilons)) != len(self.epsilons):
             raise ValueError(f"epsilons must be distinct, got {list(self.epsilons)}")
-        if self.queries < 1:
-            raise ValueError(f"queries must be >= 1, got {self.queries}")
-        if not 0 < self.p_init <= 1:
-            raise ValueError(f"p_init must be in (0, 1], got {self.p_init}")
-        if self.max_batch is not None and self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        check_search_budget(self.queries, self.p_init, self.max_batch)
 
 
 def square_side(iteration: int, config: SquareConfig, height: int, width: int) -> int:
     """Side of the square iteration ``iteration`` (1-based) redraws: sqrt(p(it) * H * W), rounded,
     at least 1 and below the image's shorter side (as in the paper's code)."""
-    scaled = int(iteration / config.queries * 10_000)
-    p = config.p_init
-    for threshold, factor in _SCHEDULE:
-        if scaled > threshold:
-            p = config.p_init / factor
-            break
+    p = scheduled_share(iteration, config.queries, config.p_init, _SCHEDULE)
     return max(min(round(math.sqrt(p * height * width)), min(height, width) - 1), 1)
 
 
