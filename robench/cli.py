@@ -180,8 +180,8 @@ def attack(
     loss: str = typer.Option(None, help="pgd: ce (default) or margin"),
     members: str = typer.Option(None, help="ensemble: comma-separated attacks, cheap first (e.g. de,sparse_rs)"),
     l2_budget: float = typer.Option(None, help="cw: L2 budget a success must stay within"),
-    forward: str = typer.Option(None, help="pixel, sparse_rs: the search's forward: auto (compiled for large "
-                                           "searches), eager or compiled"),
+    forward: str = typer.Option(None, help="pixel, sparse_rs: the search's forward: auto (incremental where the "
+                                           "model splits), incremental, eager or compiled"),
     search_dtype: str = typer.Option(None, help="pixel, sparse_rs: the search's precision: float32, bf16 or fp16 "
                                                 "(a GPU's; verdicts stay float32)"),
     attack_opt: list[str] = typer.Option(None, "--attack-opt", help="any field of the attack's config, KEY=VALUE "

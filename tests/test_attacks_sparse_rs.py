@@ -115,9 +115,11 @@ def test_compiled_search_forward_agrees_with_eager_image_by_image():
                                                                   forward="compiled"), torch.Generator().manual_seed(1))
     assert again.meta["compile_s"] == 0.0  # once per model, shape and process
     worth = candidates.COMPILE_WORTH
-    assert candidates.search_forward(model, "auto", worth - 1, images[:2], 512, fixed_batch=True).kind == "eager"
-    assert candidates.search_forward(model, "auto", worth, images[:2], 512, fixed_batch=True).kind == "eager"  # a CPU
-    assert candidates.search_forward(model, "auto", worth, images[:2], 12, fixed_batch=False).kind == "eager"
+    chain = nn.Sequential(model.normalize, model.body)  # the same model, not split by the incremental forward
+    assert candidates.search_forward(chain, "auto", worth - 1, images[:2], 512, fixed_batch=True).kind == "eager"
+    assert candidates.search_forward(chain, "auto", worth, images[:2], 512, fixed_batch=True).kind == "eager"  # a CPU
+    assert candidates.search_forward(chain, "auto", worth, images[:2], 12, fixed_batch=False).kind == "eager"
+    assert candidates.search_forward(model, "auto", worth, images[:2], 12, fixed_batch=False).kind == "incremental"
 
 
 class _NearTie(nn.Module):

@@ -10,6 +10,7 @@ compiled forward live in one place.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 import weakref
@@ -21,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import EvalMode
+from robench.attacks.incremental import BoundStem, split_stem
 
-__all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "LOSSES", "SEARCH_DTYPES", "EvalMode", "SearchForward", "check_search_budget",
+__all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "INCREMENTAL_TOLERANCE", "LOSSES", "SEARCH_DTYPES", "EvalMode", "SearchForward", "check_search_budget",
            "evaluate", "forward_batch", "paint", "pixel_records", "pixel_upper", "scheduled_share",
            "search_forward"]
 
@@ -114,61 +116,105 @@ def _paint_into(out: Tensor, candidates: Tensor) -> Tensor:
     return out
 
 
-# The forward pass of a search: "eager" calls the model; "compiled" a torch.compile'd copy for one
-# static batch shape, smaller batches zero-padded up to it, so it compiles once per model, shape
-# and process. On the 2 CPU cores here neither pays: a dynamic-shape compile ran the DE at 0.89x
-# eager, the static one at 0.99-1.16x (bench/search_forward.py; the forward alone is 1.6x, but the
-# convolutions, most of the time, are the same oneDNN calls either way), Sparse-RS padded at
-# 0.62-0.76x. So "auto" compiles only on a GPU, where fusing LeNet-size layers saves kernel launches
-# (not measured here yet), for the DE's fixed chunks of a search of COMPILE_WORTH candidate images or
-# more. judge() always runs eager float32, so a kernel that rounds differently can steer a search
-# but never count a success.
-FORWARDS = ("auto", "eager", "compiled")
+# The forward pass of a search: "incremental" computes the model's first affine block once per
+# clean image and adds each candidate's k pixels through it (incremental.py), "eager" calls the model
+# on painted images, "compiled" a torch.compile'd copy for one static batch shape, smaller batches
+# zero-padded up to it, so it compiles once per model, shape and process. On the 2 CPU cores here
+# compiling does not pay: a dynamic-shape compile ran the DE at 0.89x eager, the static one at
+# 0.99-1.16x (bench/search_forward.py; the forward alone is 1.6x, but the convolutions, most of the
+# time, are the same oneDNN calls either way), Sparse-RS padded at 0.62-0.76x. The incremental
+# forward skips the first convolution, the painting and the normalisation instead. So "auto" is
+# incremental wherever the model splits (robench's own models), else compiled on a GPU for the DE's
+# fixed chunks of a search of COMPILE_WORTH candidate images or more (not yet measured on a GPU),
+# else eager. judge() always runs the whole model eager in float32, so a kernel or a sum that rounds
+# differently can steer a search but never count a success.
+FORWARDS = ("auto", "eager", "compiled", "incremental")
 # The search may run in a lower precision (a GPU's bf16/fp16 units); on the CPU here both ran LeNet-5
 # 4-5x slower than float32, so float32 is the default. Every verdict is judge()'s, in float32.
 SEARCH_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_WORTH = 1_000_000
+# The incremental forward must give the model's own logits on a few random candidates to within
+# this share of their largest magnitude (float32 rounding is ~1e-7), else the search runs eager.
+INCREMENTAL_TOLERANCE = 1e-4
 _compiled: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, str], Callable[[Tensor], Tensor] | None]] = weakref.WeakKeyDictionary()
 _log = logging.getLogger("robench.attacks")
 
 
 @dataclass(frozen=True)
 class SearchForward:
-    """The forward a search calls, what it is (``eager``/``compiled``) and the seconds this call
-    spent compiling (0 when that shape was compiled before in this process), kept apart from the
-    attack's own time."""
+    """The forward a search calls, what it is (``eager``/``compiled``/``incremental``) and the
+    seconds this call spent compiling (0 when that shape was compiled before in this process), kept
+    apart from the attack's own time. ``fn`` maps painted images to logits; ``stem``, for the
+    incremental forward, scores candidates of the images it was bound to without painting them."""
 
     fn: Callable[[Tensor], Tensor]
     kind: str
     compile_s: float = 0.0
     dtype: str = "float32"
+    stem: BoundStem | None = None
+
+    def logits(self, images: Tensor, who: Tensor, candidates: Tensor) -> Tensor:
+        """Float32 logits of ``images[who]`` painted with ``candidates`` (B, k, 2 + C)."""
+        if self.stem is not None:
+            return self.stem.logits(who, candidates).float()
+        return self.fn(_paint_into(images[who], candidates)).float()  # images[who] copies
 
     def meta(self) -> dict[str, Any]:
         return {"forward": self.kind, "compile_s": round(self.compile_s, 3), "search_dtype": self.dtype}
 
 
-def search_forward(model: nn.Module, choice: str, budget: int, sample: Tensor, rows: int,
+def search_forward(model: nn.Module, choice: str, budget: int, images: Tensor, rows: int,
                    fixed_batch: bool, dtype: str = "float32") -> SearchForward:
-    """The forward for a search of at most ``budget`` candidate images, fed batches of at most
-    ``rows`` images like ``sample`` (a few (B, C, H, W)); ``fixed_batch``: nearly every batch has
-    ``rows`` images; ``dtype`` a key of SEARCH_DTYPES (logits come back float32). Falls back to
-    eager, logged once at debug level, where torch.compile fails."""
+    """The forward for a search of at most ``budget`` candidate images of ``images`` (N, C, H, W),
+    fed batches of at most ``rows`` candidates; ``fixed_batch``: nearly every batch has ``rows``;
+    ``dtype`` a key of SEARCH_DTYPES (logits come back float32). Falls back to eager, logged once at
+    debug level, where the model does not split (incremental) or torch.compile fails (compiled)."""
     if choice not in FORWARDS:
         raise ValueError(f"unknown forward {choice!r}; known: {', '.join(FORWARDS)}")
-    worth = sample.device.type == "cuda" and fixed_batch and budget >= COMPILE_WORTH
-    if choice == "eager" or (choice == "auto" and not worth):
-        return SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
+    eager = SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
+    if choice in ("auto", "incremental"):
+        stem = _incremental(model, images, dtype, quiet=choice == "auto")
+        if stem is not None:
+            return SearchForward(eager.fn, "incremental", dtype=dtype, stem=stem)
+    worth = images.device.type == "cuda" and fixed_batch and budget >= COMPILE_WORTH
+    if choice in ("eager", "incremental") or (choice == "auto" and not worth):
+        return eager
     shapes = _compiled.setdefault(model, {})
     key = (rows, dtype)
     compile_s = 0.0
     if key not in shapes:
         start = time.perf_counter()
-        shapes[key] = _compile(_in_dtype(model, dtype), rows, sample, model)
+        shapes[key] = _compile(_in_dtype(model, dtype), rows, images[:2], model)
         compile_s = time.perf_counter() - start
     fn = shapes[key]
     if fn is None:  # torch.compile failed for this model: search eager
-        return SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
+        return eager
     return SearchForward(fn, "compiled", compile_s, dtype)
+
+
+@torch.no_grad()
+def _incremental(model: nn.Module, images: Tensor, dtype: str, quiet: bool) -> BoundStem | None:
+    """The model's stem bound to ``images`` and checked against the model on a few random
+    candidates, or None (logged at debug level, or at info when asked for by name) where it does
+    not split or disagrees."""
+    log = _log.debug if quiet else _log.info
+    with EvalMode(model):
+        stem = split_stem(model, tuple(images.shape))
+        if isinstance(stem, str):
+            log("incremental forward unavailable (%s); searching eager", stem)
+            return None
+        bound = stem.bind(images)
+        who = torch.arange(min(len(images), 4), device=images.device).repeat_interleave(2)
+        probe = torch.rand(len(who), 3, 2 + images.shape[1], generator=torch.Generator().manual_seed(0))
+        probe = (probe * pixel_upper(images.shape, torch.device("cpu"))).to(images.device)
+        want, got = model(paint(images[who], probe)).float(), bound.logits(who, probe).float()
+    scale = want.abs().max().clamp_min(1.0)
+    if not (got - want).abs().max() <= INCREMENTAL_TOLERANCE * scale:
+        log("incremental forward disagrees with the model (max |diff| %.3g); searching eager", (got - want).abs().max())
+        return None
+    if dtype != "float32":
+        bound = dataclasses.replace(bound, stem=dataclasses.replace(stem, rest=_in_dtype(stem.rest, dtype)))
+    return bound
 
 
 def _compile(base: nn.Module, rows: int, sample: Tensor, model: nn.Module) -> Callable[[Tensor], Tensor] | None:
@@ -221,26 +267,30 @@ def _padded(fn: Callable[[Tensor], Tensor], rows: int) -> Callable[[Tensor], Ten
 
 def evaluate(
     model: nn.Module, images: Tensor, labels: Tensor, cands: Tensor, loss: str, max_batch: int,
-    forward: Callable[[Tensor], Tensor] | None = None,
+    forward: SearchForward | None = None, rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Loss and misclassification of every candidate of every image, in chunks of ``max_batch``.
 
-    images (A, C, H, W), labels (A,), cands (A, P, k, D) -> two (A, P) tensors, float32 and bool.
-    ``forward`` (default: the model) computes the logits (search_forward gives a compiled one).
-    The model must be in eval mode and called under no_grad (the attacks see to both).
+    images (N, C, H, W), labels (N,), cands (A, P, k, D) for the images ``rows`` (A,) (default: all
+    N) -> two (A, P) tensors, float32 and bool. ``forward`` (default: the model, eager) computes the
+    logits; an incremental one must be bound to these ``images``. The model must be in eval mode and
+    called under no_grad (the attacks see to both).
     """
     a, p = cands.shape[:2]
     flat = cands.reshape(a * p, *cands.shape[2:])
-    owner = torch.arange(a, device=images.device).repeat_interleave(p)
+    rows = torch.arange(a, device=images.device) if rows is None else rows
+    owner = rows.repeat_interleave(p)
     fn = LOSSES[loss]
-    call = model if forward is None else forward
+    call = SearchForward(model, "eager") if forward is None else forward
     values, fooled = [], []
     for start in range(0, a * p, max_batch):  # chunks only bound memory
         who = owner[start : start + max_batch]
-        logits = call(_paint_into(images[who], flat[start : start + max_batch])).float()  # images[who] copies
+        logits = call.logits(images, who, flat[start : start + max_batch])
         y = labels[who]
         values.append(fn(logits, y))
         fooled.append(logits.argmax(1) != y)
+    if len(values) == 1:  # most calls: one chunk (Sparse-RS: every call)
+        return values[0].view(a, p), fooled[0].view(a, p)
     return torch.cat(values).view(a, p), torch.cat(fooled).view(a, p)
 
 

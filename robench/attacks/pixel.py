@@ -59,7 +59,7 @@ class PixelAttackConfig:
     # Most candidate images in one forward pass; None picks 512 on a CPU and 8192 on a GPU
     # (candidates.forward_batch says why).
     max_batch: int | None = None
-    forward: str = "auto"  # the search's forward: auto, eager or compiled (candidates.search_forward)
+    forward: str = "auto"  # the search's forward: auto, incremental, eager or compiled (candidates.search_forward)
     search_dtype: str = "float32"  # the search's precision: float32, bf16 or fp16; verdicts stay float32
     # Stop an image at its first misclassified candidate (Su et al.: enough to count a success).
     # False searches every generation and keeps the misclassified candidate of lowest true-class
@@ -189,14 +189,14 @@ def pixel_attack(
     def draw_uniform(*shape: int) -> Tensor:
         return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
-    fwd = search_forward(model, config.forward, n * p * (config.generations + 1), images[:2], chunk, fixed_batch=True,
-                         dtype=config.search_dtype)
     with EvalMode(model):
+        fwd = search_forward(model, config.forward, n * p * (config.generations + 1), images, chunk, fixed_batch=True,
+                             dtype=config.search_dtype)
         queries = torch.full((n,), p, dtype=torch.int64, device=device)
         winner = torch.zeros(n, k, 2 + c, device=device)  # the candidate each image ends with
         idx = torch.arange(n, device=device)  # original index of each active image
         pop = draw_uniform(n, p, k, 2 + c) * upper
-        fit, fooled = evaluate(model, images, labels, pop, "prob", chunk, fwd.fn)
+        fit, fooled = evaluate(model, images, labels, pop, "prob", chunk, fwd)
         trial, trial_fit = pop, fit
         kept_fit = torch.full((n,), float("inf"), device=device)  # without early stop: the best misclassified so far
         for generation in range(config.generations + 1):
@@ -217,7 +217,7 @@ def pixel_attack(
                 mutant = mutate(pop, r1, r2, r3, config.f, config.mutation)
             mutant = BOUNDS[config.bounds](mutant, upper)
             trial = crossover(pop, mutant, config.rate, generator) if config.crossover == "pixel" else mutant
-            trial_fit, fooled = evaluate(model, images[idx], labels[idx], trial, "prob", chunk, fwd.fn)
+            trial_fit, fooled = evaluate(model, images, labels, trial, "prob", chunk, fwd, rows=idx)
             queries[idx] += p
             better = trial_fit <= fit
             pop = torch.where(better[..., None, None], trial, pop)

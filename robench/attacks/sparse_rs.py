@@ -39,7 +39,7 @@ class SparseRSConfig:
     # Most candidate images in one forward pass (None: 512 on a CPU, 8192 on a GPU). One candidate
     # per image per iteration, so this only binds for more images than that.
     max_batch: int | None = None
-    forward: str = "auto"  # the search's forward: auto, eager or compiled (candidates.search_forward)
+    forward: str = "auto"  # the search's forward: auto, incremental, eager or compiled (candidates.search_forward)
     search_dtype: str = "float32"  # the search's precision: float32, bf16 or fp16; verdicts stay float32
 
     def __post_init__(self) -> None:
@@ -69,10 +69,10 @@ def _free_positions(used: Tensor, count: int, spots: int, generator: torch.Gener
     return keys.topk(count, dim=1).indices
 
 
-def _encode(positions: Tensor, colours: Tensor, width: int) -> Tensor:
-    """Flat positions (A, k) and colours (A, k, C) -> candidates (A, k, 2 + C) in the shared encoding."""
-    rows = torch.div(positions, width, rounding_mode="floor")
-    return torch.cat([torch.stack([rows, positions - rows * width], -1).float(), colours], -1)
+def _coordinates(h: int, w: int, device: torch.device) -> Tensor:
+    """(H*W, 2) float (row, col) of each flat position, for the shared candidate encoding."""
+    spots = torch.arange(h * w, device=device)
+    return torch.stack([torch.div(spots, w, rounding_mode="floor"), spots % w], -1).float()
 
 
 @torch.no_grad()
@@ -95,34 +95,45 @@ def sparse_rs_attack(
     labels = labels.to(device)
     chunk = forward_batch(config.max_batch, device)
 
-    # one proposal per standing image: the batch shrinks as images fall, so "auto" stays eager
-    fwd = search_forward(model, config.forward, n * config.queries, images[:2], min(n, chunk), fixed_batch=False,
-                         dtype=config.search_dtype)
+    # one proposal per standing image: the batch shrinks as images fall, so "auto" never compiles
     with EvalMode(model):
+        fwd = search_forward(model, config.forward, n * config.queries, images, min(n, chunk), fixed_batch=False,
+                             dtype=config.search_dtype)
+        coords = _coordinates(h, w, device)
         empty = torch.zeros(n, 0, dtype=torch.int64, device=device)
         positions = _free_positions(empty, k, spots, generator)  # (N, k) distinct flat positions
         colours = _corners((n, k, c), generator, device)
-        best = _encode(positions, colours, w)
-        margin, fooled = (t[:, 0] for t in evaluate(model, images, labels, best[:, None], "margin", chunk, fwd.fn))
+        best = torch.cat([coords[positions], colours], -1)
+        margin, fooled = (t[:, 0] for t in evaluate(model, images, labels, best[:, None], "margin", chunk, fwd))
         queries = torch.ones(n, dtype=torch.int64, device=device)
-        active = (~fooled).nonzero().flatten()
+        # The state of the images still searching, compacted: idx (A,) their indices, the rest theirs.
+        idx = (~fooled).nonzero().flatten()
+        positions, colours, proposal_best, margin = positions[idx], colours[idx], best[idx], margin[idx]
+        iteration = 0
         for iteration in range(1, config.queries):
-            if len(active) == 0:
+            if len(idx) == 0:
                 break
             m = pixels_to_move(iteration, config)
-            a = len(active)
+            a = len(idx)
             # Which m of the k slots move (per image), where to, and in which corner colour.
             slots = torch.rand(a, k, generator=generator, device=generator.device).to(device).topk(m, dim=1).indices
-            new_pos = positions[active].scatter(1, slots, _free_positions(positions[active], m, spots, generator))
-            new_col = colours[active].scatter(1, slots[..., None].expand(-1, -1, c), _corners((a, m, c), generator, device))
-            proposal = _encode(new_pos, new_col, w)
-            new_margin, new_fooled = (t[:, 0] for t in evaluate(model, images[active], labels[active],
-                                                                proposal[:, None], "margin", chunk, fwd.fn))
-            queries[active] += 1
-            take = (new_margin < margin[active]) | new_fooled
-            won = active[take]
-            positions[won], colours[won], best[won] = new_pos[take], new_col[take], proposal[take]
-            margin[won] = new_margin[take]
-            active = active[~new_fooled]
+            new_pos = positions.scatter(1, slots, _free_positions(positions, m, spots, generator))
+            new_col = colours.scatter(1, slots[..., None].expand(-1, -1, c), _corners((a, m, c), generator, device))
+            proposal = torch.cat([coords[new_pos], new_col], -1)
+            new_margin, new_fooled = (t[:, 0] for t in evaluate(model, images, labels, proposal[:, None], "margin",
+                                                                chunk, fwd, rows=idx))
+            take = (new_margin < margin) | new_fooled
+            positions = torch.where(take[:, None], new_pos, positions)
+            colours = torch.where(take[:, None, None], new_col, colours)
+            proposal_best = torch.where(take[:, None, None], proposal, proposal_best)
+            margin = torch.where(take, new_margin, margin)
+            if new_fooled.any():  # these stop here, with 1 + iteration queries
+                best[idx[new_fooled]] = proposal_best[new_fooled]
+                queries[idx[new_fooled]] = 1 + iteration
+                stay = ~new_fooled
+                idx, positions, colours, proposal_best, margin = (t[stay] for t in (idx, positions, colours,
+                                                                                   proposal_best, margin))
+        best[idx] = proposal_best  # never fooled: their lowest-margin candidate, after every query
+        queries[idx] = 1 + iteration
     return AttackOutcome(adversarial=paint(images, best), queries=queries, details={"pixels": pixel_records(best)},
                          meta=fwd.meta())
