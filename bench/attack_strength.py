@@ -2,7 +2,8 @@
 
     ROBENCH_DATA=/tmp/data python bench/attack_strength.py [--models relu,sapl] [--images 100] \\
         [--pixels 1,3,5] [--eps 1/255,2/255,4/255,8/255] [--peers torchattacks,art|none] \\
-        [--peer-images N | N1,N2,N3] [--peer-models relu] [--parts pixel,linf,square] [--threads T]
+        [--peer-images N | N1,N2,N3] [--peer-models relu] [--parts pixel,linf,square] [--threads T] \\
+        [--forward auto|incremental|eager|compiled]
 
 Every method attacks the same N correctly classified CIFAR-10 test images (``select_images``,
 seed 0) of the shipped LeNet-5 checkpoints ``checkpoints/lenet5-<act>-cifar10-s0.pt``. Success is
@@ -226,6 +227,8 @@ def main() -> None:
     p.add_argument("--data-dir", default=None, help="CIFAR-10 root (default: $ROBENCH_DATA, then the cache)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    p.add_argument("--forward", default="auto", help="Part A: robench's search forward (auto, incremental, eager, "
+                                                     "compiled); successes do not depend on it, times do")
     a = p.parse_args()
 
     models = [m for m in a.models.split(",") if m]
@@ -297,14 +300,16 @@ def main() -> None:
                 setting = f"{k}px"
                 ours = {}
                 for method, name, config in (
-                    ("robench de", "pixel", PixelAttackConfig(pixels=k)),
-                    ("robench de-best1", "pixel", PixelAttackConfig(pixels=k, strategy="best1", crossover="pixel")),
-                    ("robench sparse_rs", "sparse_rs", SparseRSConfig(pixels=k, queries=QUERIES)),
+                    ("robench de", "pixel", PixelAttackConfig(pixels=k, forward=a.forward)),
+                    ("robench de-best1", "pixel", PixelAttackConfig(pixels=k, strategy="best1", crossover="pixel",
+                                                                    forward=a.forward)),
+                    ("robench sparse_rs", "sparse_rs", SparseRSConfig(pixels=k, queries=QUERIES, forward=a.forward)),
                     # the worst case the report quotes: the strong DE, then Sparse-RS on what stands
                     # (up to twice the budget of one attack)
                     ("robench ensemble", "ensemble", EnsembleConfig(
                         threat="l0", pixels=k, members=("pixel", "sparse_rs"),
-                        member_options={"pixel": {"strategy": "best1", "crossover": "pixel"}})),
+                        member_options={"pixel": {"strategy": "best1", "crossover": "pixel", "forward": a.forward},
+                                        "sparse_rs": {"forward": a.forward}})),
                 ):
                     ((_, verdict, outcome, wall),) = run_spec(model, x, y, name, config)
                     succ = verdict.success
@@ -314,7 +319,8 @@ def main() -> None:
                         row.first = (int(succ[:n_peer].sum()), n_peer)
                     rows_a.append(row)
                     ours[method] = int(succ[:n_peer].sum())
-                    print(f"# {act} {setting} {method}: {row.success}/{row.images} in {wall:.1f} s", flush=True)
+                    print(f"# {act} {setting} {method}: {row.success}/{row.images} in {wall:.1f} s "
+                          f"(forward {outcome.meta.get('forward', '-')})", flush=True)
                 if act not in peer_models:
                     continue
                 for peer in peers:
@@ -458,7 +464,8 @@ def main() -> None:
             f"k={k}: {de_members(k, chans)} members x (1 + {de_steps(k, chans)}) = "
             f"{de_members(k, chans) * (1 + de_steps(k, chans)):,} + 1 per generation" for k in pixels))
     print(f"\n# command: ROBENCH_DATA={os.environ.get('ROBENCH_DATA', '')} python {' '.join(sys.argv)}")
-    print(f"# images: {'; '.join(drawn_text)}; data_official={prov.official}")
+    print(f"# images: {'; '.join(drawn_text)}; data_official={prov.official}"
+          + (f"; Part A search forward: {a.forward}" if "pixel" in parts else ""))
     cpu = platform.processor() or platform.machine()
     print(f"# machine: {platform.platform()}, python {platform.python_version()}, cpu {cpu} x {os.cpu_count()}, "
           f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, numpy {np.__version__}"

@@ -1,15 +1,19 @@
 """Speed of robench's one-pixel DE attack against torchattacks, ART and its own bare forward cost.
 
-Issue targets: robench >= 2x the fastest peer's images/s at a success count no lower than the
-peer's minus noise; robench's time <= 1.15x the bare forward cost of the candidates it evaluated.
+Issue targets: robench (its default, incremental forward) >= 5x the fastest peer's images/s at a
+success count no lower than the peer's minus noise, and >= 1.6x its eager forward; with the eager
+forward, robench's time <= 1.15x the bare forward cost of the candidates it evaluated.
 
     ROBENCH_DATA=/tmp/rbdata python bench/pixel_attack.py [--images 100] [--peers all] [--device auto]
+                                                        [--forwards eager,incremental]
 
 All methods attack the same N correctly classified CIFAR-10 test images (``select_images``, seed 0)
 of the shipped lenet5-relu checkpoint with 1 pixel, a population of 400 and 40 generations:
 
-- robench   ``pixel_attack`` with a seed-0 CPU generator, as ``robench attack`` runs it;
-- bare      the forward passes robench's DE made, with no attack logic: for every generation, as
+- robench   ``pixel_attack`` with a seed-0 CPU generator, as ``robench attack`` runs it, once per
+            forward (``eager``: the model on painted candidates, every call counted; ``incremental``:
+            the first block computed once per image, queries as robench reports them);
+- bare      the forward passes robench's eager DE made, with no attack logic: for every generation, as
             many candidate images as were still being attacked (read off ``outcome.queries``),
             split into batches exactly as robench splits them (``forward_batch``: max_batch, or
             512 on a CPU and 8192 on a GPU);
@@ -26,6 +30,7 @@ their ratio is the figure that neighbours disturb most. Peers run once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -71,7 +76,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_robench(model: Counting, images: Tensor, labels: Tensor, config: PixelAttackConfig) -> AttackOutcome:
+def run_robench(model: nn.Module, images: Tensor, labels: Tensor, config: PixelAttackConfig) -> AttackOutcome:
     return pixel_attack(model, images, labels, config, torch.Generator().manual_seed(0))
 
 
@@ -153,6 +158,7 @@ def main() -> None:
                    help="robench's max_batch (candidate images per forward pass; default 512 on a CPU, "
                         "8192 on a GPU); bare uses the same")
     p.add_argument("--repeats", type=int, default=1, help="robench/bare runs, alternated; the fastest of each is kept")
+    p.add_argument("--forwards", default="eager,incremental", help="robench's search forwards to time (eager first)")
     p.add_argument("--profile", action="store_true", help="also print torch.profiler's op table for robench")
     a = p.parse_args()
     if a.images < 1 or a.repeats < 1 or (a.peer_images is not None and a.peer_images < 1):
@@ -203,24 +209,40 @@ def main() -> None:
 
     k = min(a.peer_images or a.images, a.images)
     sizes = [a.images] if k == a.images else [a.images, k]
-    bare_rate: dict[int, tuple[float, int]] = {}
+    forwards = a.forwards.split(",")
+    bare_rate: dict[str, tuple[float, float]] = {}
+    fastest: dict[int, str] = {}  # images -> the robench row the peers are compared with
     for n in sizes:
-        ours, bare = [], []
+        ours: dict[str, list[tuple[float, float]]] = {f: [] for f in forwards}
+        outcomes: dict[str, AttackOutcome] = {}
+        bare = []
         for _ in range(a.repeats):
-            outcome, seconds = timed(run_robench, model, images[:n], labels[:n], config)
-            counted = model.images
-            if counted != int(outcome.queries.sum()):
-                raise RuntimeError(f"robench reported {int(outcome.queries.sum())} queries, the model saw {counted}")
-            ours.append(seconds)
-            pushed, bare_s = timed(bare_forward, model.model, images[:n], outcome.queries.cpu(), POPULATION, chunk)
+            for forward in forwards:
+                # the eager forward goes through the counting wrapper; the incremental one needs the
+                # model itself (a wrapper does not split) and never calls it on candidate images
+                run_config = dataclasses.replace(config, forward=forward)
+                outcome, seconds = timed(run_robench, model if forward == "eager" else model.model, images[:n],
+                                         labels[:n], run_config)
+                if forward == "eager" and model.images != int(outcome.queries.sum()):
+                    raise RuntimeError(f"robench reported {int(outcome.queries.sum())} queries, the model saw {model.images}")
+                if outcome.meta["forward"] != forward:
+                    raise RuntimeError(f"asked for the {forward} forward, robench ran {outcome.meta['forward']}")
+                ours[forward].append(seconds)
+                outcomes[forward] = outcome
+            pushed, bare_s = timed(bare_forward, model.model, images[:n], outcomes[forwards[0]].queries.cpu(), POPULATION,
+                                   chunk)
             bare.append(bare_s)
         if a.repeats > 1:
-            print(f"# robench[{n}] wall s: {' '.join(f'{s[0]:.2f}' for s in ours)}; "
-                  f"bare[{n}] wall s: {' '.join(f'{s[0]:.2f}' for s in bare)}")
-        seconds, bare_s = min(ours), min(bare)
-        record(f"robench[{n}]", n, seconds, outcome.adversarial, counted, PIXELS)
+            print(f"# {'; '.join(f'robench-{f}[{n}] wall s: ' + ' '.join(f'{s[0]:.2f}' for s in ours[f]) for f in forwards)}"
+                  f"; bare[{n}] wall s: {' '.join(f'{s[0]:.2f}' for s in bare)}")
+        bare_s = min(bare)
+        for forward in forwards:
+            seconds = min(ours[forward])
+            name = f"robench-{forward}[{n}]"
+            record(name, n, seconds, outcomes[forward].adversarial, int(outcomes[forward].queries.sum()), PIXELS)
+            bare_rate[name] = (seconds[0] / bare_s[0], seconds[1] / bare_s[1])
+        fastest[n] = f"robench-{forwards[-1]}[{n}]"
         rows.append((f"bare[{n}]", n, bare_s, -1, pushed, 0, load().split()[0]))
-        bare_rate[n] = (seconds[0] / bare_s[0], seconds[1] / bare_s[1])
 
     if a.peers in ("all", "torchattacks"):
         adv, seconds = timed(run_torchattacks, model, images[:k], labels[:k])
@@ -229,25 +251,33 @@ def main() -> None:
         adv, seconds = timed(run_art, model, images[:k], labels[:k], device)
         record("art", k, seconds, adv, model.images, None)
 
-    print(f"{'method':16s} {'images':>6s} {'wall s':>8s} {'cpu s':>8s} {'images/s':>9s} {'s/image':>8s} "
+    print(f"{'method':24s} {'images':>6s} {'wall s':>8s} {'cpu s':>8s} {'images/s':>9s} {'s/image':>8s} "
           f"{'success':>8s} {'model imgs':>11s} {'max L0':>6s} {'load':>5s} {'x bare':>7s} {'cpu x bare':>10s}")
     for name, n, (wall, cpu_s), success, queries, l0, after in rows:
-        ratio = f"{bare_rate[n][0]:7.3f} {bare_rate[n][1]:10.3f}" if name.startswith("robench") else ""
+        ratio = f"{bare_rate[name][0]:7.3f} {bare_rate[name][1]:10.3f}" if name in bare_rate else ""
         succ = f"{success:8d}" if success >= 0 else f"{'-':>8s}"
-        print(f"{name:16s} {n:6d} {wall:8.2f} {cpu_s:8.2f} {n / wall:9.3f} {wall / n:8.3f} {succ} {queries:11d} {l0:6d} {after:>5s} {ratio}")
+        print(f"{name:24s} {n:6d} {wall:8.2f} {cpu_s:8.2f} {n / wall:9.3f} {wall / n:8.3f} {succ} {queries:11d} {l0:6d} {after:>5s} {ratio}")
 
     peers = [r for r in rows if not r[0].startswith(("robench", "bare"))]
-    for n, (ratio, cpu_ratio) in bare_rate.items():
-        print(f"target robench[{n}] time <= 1.15x bare: {ratio:.3f}x wall ({cpu_ratio:.3f}x cpu) -> "
-              f"{'met' if ratio <= 1.15 else 'MISSED'}")
+    for name, (ratio, cpu_ratio) in bare_rate.items():
+        if name.startswith("robench-eager"):
+            print(f"target {name} time <= 1.15x bare: {ratio:.3f}x wall ({cpu_ratio:.3f}x cpu) -> "
+                  f"{'met' if ratio <= 1.15 else 'MISSED'}")
+    by_name = {r[0]: r for r in rows}
+    for n in sizes:
+        if "eager" in forwards and "incremental" in forwards:
+            eager, inc = by_name[f"robench-eager[{n}]"], by_name[f"robench-incremental[{n}]"]
+            gain = eager[2][0] / inc[2][0]
+            print(f"target robench-incremental[{n}] >= 1.6x robench-eager: {gain:.2f}x, success {inc[3]} vs {eager[3]} "
+                  f"-> {'met' if gain >= 1.6 else 'MISSED'}")
     if peers:
-        ours = next(r for r in rows if r[0] == f"robench[{k}]")
+        ours = by_name[fastest[k]]
         best = max(peers, key=lambda r: r[1] / r[2][0])
         speedup = (ours[1] / ours[2][0]) / (best[1] / best[2][0])
         # noise: two binomial standard errors of the peer's success count
         noise = 2 * math.sqrt(best[1] * (best[3] / best[1]) * (1 - best[3] / best[1]))
-        ok = speedup >= 2 and ours[3] >= best[3] - noise
-        print(f"target robench >= 2x fastest peer ({best[0]}) on {k} images: {speedup:.2f}x, success {ours[3]} vs "
+        ok = speedup >= 5 and ours[3] >= best[3] - noise
+        print(f"target {ours[0]} >= 5x fastest peer ({best[0]}) on {k} images: {speedup:.2f}x, success {ours[3]} vs "
               f"{best[3]} (noise 2 s.e. = {noise:.1f}) -> {'met' if ok else 'MISSED'}")
 
     print(f"# load average at the end {load()}")

@@ -77,11 +77,11 @@ def main() -> None:
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 took = time.perf_counter() - start - out.meta["compile_s"]
-                wins = int(judge(model, images, labels, out, l0_budget=3).success.sum())
+                verdict = judge(model, images, labels, out, l0_budget=3)
                 if forward not in outs or took < outs[forward][1]:
-                    outs[forward] = (out, took, wins)
+                    outs[forward] = (out, took, int(verdict.success.sum()), verdict)
         ref = outs[forwards[0]]
-        for forward, (out, took, wins) in outs.items():
+        for forward, (out, took, wins, _) in outs.items():
             print(f"| {label} | {out.meta['forward']} | {took:.1f} | {out.meta['compile_s']:.1f} | {wins} | "
                   f"{ref[1] / took:.2f}x |")
         for forward in forwards[1:]:
@@ -89,6 +89,11 @@ def main() -> None:
             differ = [idx[i] for i, (a, b) in enumerate(zip(ref[0].details["pixels"], other.details["pixels"])) if a != b]
             print(f"\n{label}: {len(differ)} of {args.images} images differ between {forwards[0]} and {forward}"
                   + (f" (test indices {differ})" if differ else ""))
+            for i in (i for i, t in enumerate(idx) if t in differ):  # what the difference changed
+                a, b = ref[3], outs[forward][3]
+                print(f"  image {idx[i]}: {forwards[0]} success {bool(a.success[i])} p_true {a.p_true_adv[i]:.4f} "
+                      f"queries {int(ref[0].queries[i])}; {forward} success {bool(b.success[i])} "
+                      f"p_true {b.p_true_adv[i]:.4f} queries {int(outs[forward][0].queries[i])}")
         print()
 
 

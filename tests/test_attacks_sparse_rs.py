@@ -83,11 +83,11 @@ def test_bad_settings_are_value_errors():
 
 
 @pytest.mark.slow
-def test_compiled_search_forward_agrees_with_eager_image_by_image():
-    """The same seed through the eager and the torch.compile'd forward: the same pixels found and the
-    same verdicts, for the DE and Sparse-RS (compiled kernels may round differently; on LeNet-5 the
-    rounding is ~1e-6, far below what flips a greedy selection here). The compile time is reported
-    apart."""
+def test_compiled_and_incremental_search_forwards_agree_with_eager_image_by_image():
+    """The same seed through the eager, the torch.compile'd and the incremental forward: the same
+    pixels found and the same verdicts, for the DE and Sparse-RS (compiled kernels and the
+    incremental sums may round differently; on LeNet-5 the rounding is ~1e-6, far below what flips a
+    greedy selection here). The compile time is reported apart."""
     import robench.attacks.candidates as candidates
     from robench.attacks.pixel import PixelAttackConfig, pixel_attack
     from robench.attacks.sparse_rs import SparseRSConfig, sparse_rs_attack
@@ -99,17 +99,18 @@ def test_compiled_search_forward_agrees_with_eager_image_by_image():
     with torch.no_grad():
         labels = model(images).argmax(1)
     runs = {}
-    for forward in ("eager", "compiled"):
+    for forward in ("eager", "compiled", "incremental"):
         de = pixel_attack(model, images, labels, PixelAttackConfig(pixels=2, population=16, generations=3, forward=forward),
                           torch.Generator().manual_seed(1))
         rs = sparse_rs_attack(model, images, labels, SparseRSConfig(pixels=2, queries=40, forward=forward),
                               torch.Generator().manual_seed(2))
         runs[forward] = (de, rs)
-    for eager, compiled in zip(runs["eager"], runs["compiled"]):
-        assert compiled.meta["forward"] == "compiled"
-        assert eager.meta == {"forward": "eager", "compile_s": 0.0, "search_dtype": "float32"}
-        assert compiled.details["pixels"] == eager.details["pixels"]
-        assert torch.equal(compiled.queries, eager.queries)
+    for other in ("compiled", "incremental"):
+        for eager, out in zip(runs["eager"], runs[other]):
+            assert out.meta["forward"] == other
+            assert eager.meta == {"forward": "eager", "compile_s": 0.0, "search_dtype": "float32"}
+            assert out.details["pixels"] == eager.details["pixels"]
+            assert torch.equal(out.queries, eager.queries)
     assert runs["compiled"][0].meta["compile_s"] > 0
     again = pixel_attack(model, images, labels, PixelAttackConfig(pixels=2, population=16, generations=1,
                                                                   forward="compiled"), torch.Generator().manual_seed(1))

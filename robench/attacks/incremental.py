@@ -177,12 +177,12 @@ def _blocks(h: int, w: int, conv: nn.Conv2d, tile: int, pooled: tuple[int, int],
     (H*W, span_h*span_w) pooled indices and (H*W, span_h*span_w*t*t) stem indices, cell by cell.
 
     A pixel at row r changes stem rows r + pad - K + 1 .. r + pad of a stride-1 conv, so pooled rows
-    from (r + pad - K + 1) // t on, at most span = (K - 1) // t + 2 of them. The block is shifted
+    from (r + pad - K + 1) // t on, at most span = ceil((K - 1) / t) + 1 of them. The block is shifted
     inside the map at the edges; cells recomputed without a change come out as they were."""
     firsts = []
     for axis, (size, n) in enumerate(((h, pooled[0]), (w, pooled[1]))):
         kernel, pad = conv.kernel_size[axis], conv.padding[axis]
-        span = min((kernel - 1) // tile + 2, n)
+        span = min((kernel + tile - 2) // tile + 1, n)  # ceil((K - 1) / t) + 1 cells at most
         first = torch.div(torch.arange(size) + pad - kernel + 1, tile, rounding_mode="floor").clamp(0, n - span)
         firsts.append(first[:, None] + torch.arange(span))  # (size, span) pooled indices
     prow, pcol = firsts
