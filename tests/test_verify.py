@@ -168,3 +168,16 @@ def test_migrate_drops_root_renames_and_stores_replayed_adversarials(made, tmp_p
     assert "root" not in res["provenance"] and len(res["migrations"]) == 3 and not old.exists()
     (v,) = verify_results([moved], data_dir=root, device="cpu")
     assert v.ok and v.legacy == 0 and v.repeats == 2
+
+
+def test_a_replayed_search_runs_with_the_forward_it_recorded():
+    """The incremental and eager forwards round differently, so a replay uses the one the repeat
+    ran (eager for repeats older than the record); settings without a forward are unchanged."""
+    from robench.attacks.gradient import FGSMConfig
+    from robench.attacks.pixel import PixelAttackConfig
+    from robench.verify import as_ran
+
+    assert as_ran(PixelAttackConfig(), {"forward": "incremental"}).forward == "incremental"
+    assert as_ran(PixelAttackConfig(forward="incremental"), {}).forward == "eager"
+    fgsm = FGSMConfig()
+    assert as_ran(fgsm, {"forward": "eager"}) is fgsm

@@ -167,8 +167,9 @@ def search_forward(model: nn.Module, choice: str, budget: int, images: Tensor, r
                    fixed_batch: bool, dtype: str = "float32") -> SearchForward:
     """The forward for a search of at most ``budget`` candidate images of ``images`` (N, C, H, W),
     fed batches of at most ``rows`` candidates; ``fixed_batch``: nearly every batch has ``rows``;
-    ``dtype`` a key of SEARCH_DTYPES (logits come back float32). Falls back to eager, logged once at
-    debug level, where the model does not split (incremental) or torch.compile fails (compiled)."""
+    ``dtype`` a key of SEARCH_DTYPES (logits come back float32). Falls back to eager, logged at debug
+    level (info when the incremental forward was asked for by name), where the model does not split
+    or its incremental logits disagree with the model's, or where torch.compile fails."""
     if choice not in FORWARDS:
         raise ValueError(f"unknown forward {choice!r}; known: {', '.join(FORWARDS)}")
     eager = SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
