@@ -211,7 +211,7 @@ def main() -> None:
     sizes = [a.images] if k == a.images else [a.images, k]
     forwards = a.forwards.split(",")
     bare_rate: dict[str, tuple[float, float]] = {}
-    fastest: dict[int, str] = {}  # images -> the robench row the peers are compared with
+    peer_row: dict[int, str] = {}  # images -> the robench row the peers are compared with (the last forward listed)
     for n in sizes:
         ours: dict[str, list[tuple[float, float]]] = {f: [] for f in forwards}
         outcomes: dict[str, AttackOutcome] = {}
@@ -241,7 +241,7 @@ def main() -> None:
             name = f"robench-{forward}[{n}]"
             record(name, n, seconds, outcomes[forward].adversarial, int(outcomes[forward].queries.sum()), PIXELS)
             bare_rate[name] = (seconds[0] / bare_s[0], seconds[1] / bare_s[1])
-        fastest[n] = f"robench-{forwards[-1]}[{n}]"
+        peer_row[n] = f"robench-{forwards[-1]}[{n}]"
         rows.append((f"bare[{n}]", n, bare_s, -1, pushed, 0, load().split()[0]))
 
     if a.peers in ("all", "torchattacks"):
@@ -271,7 +271,7 @@ def main() -> None:
             print(f"target robench-incremental[{n}] >= 1.6x robench-eager: {gain:.2f}x, success {inc[3]} vs {eager[3]} "
                   f"-> {'met' if gain >= 1.6 else 'MISSED'}")
     if peers:
-        ours = by_name[fastest[k]]
+        ours = by_name[peer_row[k]]
         best = max(peers, key=lambda r: r[1] / r[2][0])
         speedup = (ours[1] / ours[2][0]) / (best[1] / best[2][0])
         # noise: two binomial standard errors of the peer's success count
