@@ -206,7 +206,7 @@ class _LocalTables:
 class BoundStem:
     """A stem bound to a set of images: their clean outputs and per-spot tables, so scoring a
     candidate costs a few gathers and a scatter of the k pixels' taps (no Python loop over
-    candidates; one over the k pixel slots, to fix the order of the sums)."""
+    candidates; where the sums' order would otherwise not be fixed, one over the k pixel slots)."""
 
     stem: Stem
     size: tuple[int, int]  # H, W
@@ -311,11 +311,10 @@ def split_stem(model: nn.Module, image_shape: tuple[int, ...]) -> Stem | str:
         if not isinstance(chain[i], _TRANSPARENT):
             weight = weight * _bn_scale(chain[i]).view(-1, *[1] * (weight.dim() - 1))
         i += 1
-    weight = weight.t().contiguous() if dims == 2 else weight.contiguous()
-    stem = Stem(nn.Sequential(*chain[:i]), _folded(chain[i:]), weight.detach(), layer if dims == 4 else None)
+    weight = (weight.t() if dims == 2 else weight).contiguous().detach()
+    prefix, conv = nn.Sequential(*chain[:i]), layer if dims == 4 else None
     # the local stage: a pointwise activation, then a tiling pool, after a stride-1, undilated conv
     if dims == 4 and layer.stride == (1, 1) and layer.dilation == (1, 1) and i + 1 < len(chain) \
             and _pointwise(chain[i]) and isinstance(chain[i + 1], _POOLS) and _tiling(chain[i + 1]):
-        stem = Stem(stem.prefix, _folded(chain[i + 2 :]), stem.weight, layer, chain[i], chain[i + 1],
-                    _tiling(chain[i + 1]))
-    return stem
+        return Stem(prefix, _folded(chain[i + 2 :]), weight, conv, chain[i], chain[i + 1], _tiling(chain[i + 1]))
+    return Stem(prefix, _folded(chain[i:]), weight, conv)
