@@ -8,7 +8,10 @@ The hinge units (APL, S-APL and its ablation variants) are all ``sum_j w_j relu(
 with fixed signs ``s_j``. Their forward goes through one ``torch.compile``d kernel by default: the
 naive sum costs 2-3 full passes over the tensor per hinge, the compiled kernel one pass forward
 and one backward, which is what keeps S-APL close to ReLU's throughput (see bench/activations.py).
-``compiled=False`` gives the plain eager sum, the reference the compiled form is tested against.
+S-APL's kernel evaluates one side at a time (S hinges of |x|, not 2S of x; bit-identical), has a
+hand-written backward, and in a training step runs together with the BatchNorm before it
+(``SAPL.after_batchnorm``). ``compiled=False`` gives the plain eager sum, the reference the
+compiled forms are tested against.
 """
 
 from __future__ import annotations
@@ -207,37 +210,129 @@ def _hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor) -> Ten
     return y
 
 
-_compiled_kernels: dict[tuple[int, int, bool], Callable[..., Tensor]] = {}
+def _symmetric_shapes(x: Tensor, a_pos: Tensor, a_neg: Tensor, distances: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(S, width) slopes and (S, 1) distances laid out to broadcast against x with a hinge axis in
+    front: (S, 1, width, 1, ...). Done inside the kernels, so it is traced, not run per call."""
+    rows, trail = distances.shape[0], (1,) * (x.dim() - 2)
+    return (a_pos.reshape((rows, 1, a_pos.shape[1]) + trail), a_neg.reshape((rows, 1, a_neg.shape[1]) + trail),
+            distances.reshape((rows, 1, 1) + trail))
+
+
+def _symmetric_hinge_sum(x: Tensor, a_pos: Tensor, a_neg: Tensor, distances: Tensor) -> Tensor:
+    """S-APL's hinge sum evaluated one side at a time: sum_s a_s relu(|x| - b_s), a = a+ where x > 0
+    and a- elsewhere.
+
+    With every b_s >= 0, relu(x - b_s) is zero wherever x <= 0 and relu(-x - b_s) wherever x >= 0, and
+    on its own side each equals relu(|x| - b_s) exactly (-(x + b) and -x - b round alike). So this is
+    the 2S-term ``_hinge_sum`` with its zero terms left out: S hinge evaluations per element instead
+    of 2S, and the same floats added in the same order (tested bitwise).
+    a_pos, a_neg: (S, width), width 1 or x's channel count; distances: (S, 1).
+    """
+    a_pos, a_neg, distances = _symmetric_shapes(x, a_pos, a_neg, distances)
+    size, positive = torch.abs(x), x > 0
+    y = torch.where(positive, a_pos[0], a_neg[0]) * torch.relu(size - distances[0])
+    for s in range(1, distances.shape[0]):
+        y = y + torch.where(positive, a_pos[s], a_neg[s]) * torch.relu(size - distances[s])
+    return y
+
+
+def _symmetric_hinge_grads(
+    grad: Tensor, x: Tensor, a_pos: Tensor, a_neg: Tensor, distances: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of ``_symmetric_hinge_sum`` for x, a_pos and a_neg, written out by hand.
+
+    Written out rather than derived by autograd so that the slope sums reduce in two stages: first
+    over each sample's spatial positions (or, for 2-D input, its features), then over the few
+    partial sums. The derived backward reduces the whole batch at once, which inductor's CPU code
+    does through a cascade-sum helper per slope (for accuracy past 4096 terms) that made the
+    backward some 3x slower than its forward. Two short stages stay accurate without it.
+    """
+    rows, per_channel = distances.shape[0], a_pos.shape[1] > 1
+    a_pos, a_neg, distances = _symmetric_shapes(x, a_pos, a_neg, distances)
+    size, positive = torch.abs(x), x > 0
+    # stage one: per (sample, channel) over positions; shared 2-D slopes: per sample over features
+    inner = tuple(range(2, x.dim())) if x.dim() > 2 or per_channel else (1,)
+    slope = torch.zeros_like(x)
+    grads_pos, grads_neg = [], []
+    for s in range(rows):
+        ramp = torch.relu(size - distances[s])
+        slope = slope + torch.where(ramp > 0, torch.where(positive, a_pos[s], a_neg[s]), 0.0)
+        weighted = grad * ramp
+        on_pos, on_neg = torch.where(positive, weighted, 0.0), torch.where(positive, 0.0, weighted)
+        grads_pos.append(on_pos.sum(inner) if inner else on_pos)
+        grads_neg.append(on_neg.sum(inner) if inner else on_neg)
+    partial_pos, partial_neg = torch.stack(grads_pos), torch.stack(grads_neg)  # (S, N, C) or (S, N)
+    if per_channel:  # stage two: over the batch
+        return grad * slope * torch.sign(x), partial_pos.sum(1), partial_neg.sum(1)
+    return (grad * slope * torch.sign(x), partial_pos.reshape(rows, -1).sum(1, keepdim=True),
+            partial_neg.reshape(rows, -1).sum(1, keepdim=True))
+
+
+def _batchnorm_symmetric_hinge(
+    x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+    a_pos: Tensor, a_neg: Tensor, distances: Tensor, momentum: float, eps: float,
+) -> Tensor:
+    """A training-mode BatchNorm (updating its running statistics in place) followed by S-APL."""
+    normed = F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+    return _SymmetricHinge.apply(normed, a_pos, a_neg, distances)
+
+
+_compiled_kernels: dict[tuple, Callable[..., Any]] = {}
 _compile_failed = False
 
 
-def _kernel(key: tuple[int, int, bool]) -> Callable[..., Tensor]:
-    """The compiled kernel for one (rank, hinges, per-channel) combination.
+def _kernel(fn: Callable[..., Any], key: tuple) -> Callable[..., Any]:
+    """The compiled ``fn`` for one (rank, hinges, per-channel) combination.
 
     torch.compile keeps its guards per code object and stops compiling after 8 variants of one;
     a model mixes 4-D and 2-D layers, APL and S-APL differ in hinge count, and train/eval differ in
     grad mode, so one shared code object would run past that limit and silently fall back to
     eager. Each combination therefore gets its own copy of the code object (and its own cache).
     """
+    key = (fn.__name__, *key)
     if key not in _compiled_kernels:
-        code = _hinge_sum.__code__.replace(co_name=f"_hinge_sum_r{key[0]}_j{key[1]}_{'pc' if key[2] else 'sh'}")
-        fn = types.FunctionType(code, _hinge_sum.__globals__, code.co_name)
-        _compiled_kernels[key] = torch.compile(fn)  # static first; a shape change recompiles it dynamic
+        code = fn.__code__.replace(co_name=f"{fn.__name__}_r{key[1]}_j{key[2]}_{'pc' if key[3] else 'sh'}")
+        copy = types.FunctionType(code, fn.__globals__, code.co_name)
+        _compiled_kernels[key] = torch.compile(copy)  # static first; a shape change recompiles it dynamic
     return _compiled_kernels[key]
 
 
-def _fused_hinge_sum(x: Tensor, weights: Tensor, signs: Tensor, places: Tensor, per_channel: bool) -> Tensor:
-    """The compiled kernel, built on first use; falls back to eager (with one warning) where
-    torch.compile cannot run (no C++ compiler, unsupported platform)."""
+def _run(fn: Callable[..., Any], key: tuple, *args: Tensor) -> Any:
+    """``fn(*args)`` through its compiled kernel, built on first use; ``fn`` itself, eager, where
+    torch.compile cannot run (no C++ compiler, unsupported platform), with one warning."""
     global _compile_failed
     if _compile_failed:
-        return _hinge_sum(x, weights, signs, places)
+        return fn(*args)
     try:
-        return _kernel((x.dim(), weights.shape[0], per_channel))(x, weights, signs, places)
+        return _kernel(fn, key)(*args)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager form
         _compile_failed = True
-        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); hinge units run eager", stacklevel=2)
-        return _hinge_sum(x, weights, signs, places)
+        warnings.warn(f"torch.compile unavailable ({type(err).__name__}: {err}); hinge units run eager", stacklevel=3)
+        return fn(*args)
+
+
+class _SymmetricHinge(torch.autograd.Function):
+    """``_symmetric_hinge_sum`` with ``_symmetric_hinge_grads`` as its backward.
+
+    torch.compile traces through it (``_symmetric_hinge``), so forward and backward are each one
+    compiled graph behind one AOTAutograd wrapper, like any compiled function, but the backward
+    graph is the hand-written one. Eager (no compiler), it is the same math, still differentiable
+    twice: the backward is made of differentiable tensor ops.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, a_pos: Tensor, a_neg: Tensor, distances: Tensor) -> Tensor:
+        ctx.save_for_backward(x, a_pos, a_neg, distances)
+        return _symmetric_hinge_sum(x, a_pos, a_neg, distances)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, a_pos, a_neg, distances = ctx.saved_tensors
+        return (*_symmetric_hinge_grads(grad, x, a_pos, a_neg, distances), None)
+
+
+def _symmetric_hinge(x: Tensor, a_pos: Tensor, a_neg: Tensor, distances: Tensor) -> Tensor:
+    return _SymmetricHinge.apply(x, a_pos, a_neg, distances)
 
 
 class HingeUnit(Activation):
@@ -271,19 +366,22 @@ class HingeUnit(Activation):
         """(J, width) weights w_j, width = channels or 1."""
         raise NotImplementedError
 
+    def _broadcast(self, x: Tensor, rows: int) -> tuple[int, ...]:
+        """Shape that lays (rows, width) parameters along the hinge axis and x's channel axis."""
+        if not self.per_channel:
+            return (rows,) + (1,) * x.dim()
+        if x.shape[1] != self.channels:
+            raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
+        return (rows, self.channels) + (1,) * (x.dim() - 2)
+
     def forward(self, x: Tensor) -> Tensor:
-        weights, places = self.hinge_weights(), self.places
-        if self.per_channel:
-            if x.shape[1] != self.channels:
-                raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
-            shape = (weights.shape[0], self.channels) + (1,) * (x.dim() - 2)
-        else:
-            shape = (weights.shape[0],) + (1,) * x.dim()
-        weights, places = weights.reshape(shape), places.reshape(shape)
+        weights = self.hinge_weights()
+        shape = self._broadcast(x, weights.shape[0])
+        weights, places = weights.reshape(shape).to(x.dtype), self.places.reshape(shape).to(x.dtype)
         signs = self.signs.to(x.dtype)
         if self.compiled:
-            return _fused_hinge_sum(x, weights.to(x.dtype), signs, places.to(x.dtype), self.per_channel)
-        return _hinge_sum(x, weights.to(x.dtype), signs, places.to(x.dtype))
+            return _run(_hinge_sum, (x.dim(), weights.shape[0], self.per_channel), x, weights, signs, places)
+        return _hinge_sum(x, weights, signs, places)
 
 
 class APL(HingeUnit):
@@ -344,6 +442,7 @@ class SAPL(HingeUnit):
         variant: str = "free",
         learnable_hinges: bool = False,
         compiled: bool = True,
+        fuse_batchnorm: bool = True,
     ) -> None:
         if variant not in self.variants:
             raise ValueError(f"unknown S-APL variant {variant!r}; known: {', '.join(self.variants)}")
@@ -358,6 +457,7 @@ class SAPL(HingeUnit):
             compiled=compiled,
         )
         self.variant = variant
+        self.fuse_batchnorm = fuse_batchnorm
         width = channels if per_channel else 1
         a_pos = torch.zeros(s, width)
         a_pos[list(hinges).index(min(hinges))] = 1.0  # ReLU at init: slope 1 at the first hinge
@@ -365,16 +465,61 @@ class SAPL(HingeUnit):
         if variant != "tied":
             self.a_neg = nn.Parameter(torch.zeros(s, width))
 
-    def hinge_weights(self) -> Tensor:
+    def a_neg_weights(self) -> Tensor:
+        """(S, width) slopes of the negative side, after the variant's constraint."""
         if self.variant == "tied":
-            a_neg = self.a_pos
-        elif self.variant == "positive":
-            a_neg = _abs_moving_at_zero(self.a_neg)
-        elif self.variant == "negative":
-            a_neg = -_abs_moving_at_zero(self.a_neg)
-        else:
-            a_neg = self.a_neg
-        return torch.cat([self.a_pos, a_neg])
+            return self.a_pos
+        if self.variant == "positive":
+            return _abs_moving_at_zero(self.a_neg)
+        if self.variant == "negative":
+            return -_abs_moving_at_zero(self.a_neg)
+        return self.a_neg
+
+    def hinge_weights(self) -> Tensor:
+        return torch.cat([self.a_pos, self.a_neg_weights()])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The compiled form runs the one-side-at-a-time sum (half the hinge evaluations, same floats);
+        learnable hinges can cross zero, so they take the general sum."""
+        if not self.compiled or isinstance(self.places, nn.Parameter):
+            return super().forward(x)
+        if self.per_channel and x.shape[1] != self.channels:
+            raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
+        a_pos, a_neg = self.a_pos, self.a_neg_weights()
+        distances = self.places[: a_pos.shape[0], :1]
+        if a_pos.dtype != x.dtype:
+            a_pos, a_neg, distances = a_pos.to(x.dtype), a_neg.to(x.dtype), distances.to(x.dtype)
+        return _run(_symmetric_hinge, (x.dim(), a_pos.shape[0], self.per_channel), x, a_pos, a_neg, distances)
+
+    def after_batchnorm(self, norm: nn.Module, x: Tensor) -> Tensor | None:
+        """``self(norm(x))`` for a training step, BatchNorm and S-APL as one compiled function.
+
+        Why: on a 2-core CPU a compiled call costs about as much in Python wrappers as the
+        activation's arithmetic, and aten's BatchNorm costs a separate pass forward and backward;
+        one call for both made a LeNet-5 S-APL training step 10 % faster (bench/activations.py,
+        row ``sapl``; ``sapl-unfused`` is the other way). Training numerics move at rounding level
+        (inductor's BatchNorm reduces in another order than aten's); evaluation never takes this
+        path (``LayerNormAct``). None (run them one by one) wherever the pair is not the plain
+        case: eager units, learnable hinges, no compiler, a BatchNorm without affine parameters,
+        running statistics or a fixed momentum, or mixed dtypes.
+        """
+        if not self.fuse_batchnorm or not self.compiled or _compile_failed or isinstance(self.places, nn.Parameter):
+            return None
+        if not (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.training and norm.affine
+                and norm.track_running_stats and norm.momentum is not None and norm.running_mean is not None
+                and norm.num_batches_tracked is not None):
+            return None
+        if x.numel() <= x.shape[1]:  # one value per channel: nn.BatchNorm's own error, not a NaN
+            return None
+        if self.per_channel and x.shape[1] != self.channels:
+            raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
+        a_pos, a_neg = self.a_pos, self.a_neg_weights()
+        if not x.dtype == norm.weight.dtype == norm.running_mean.dtype == a_pos.dtype:
+            return None
+        norm.num_batches_tracked.add_(1)  # what nn.BatchNorm's own forward counts
+        return _run(_batchnorm_symmetric_hinge, (x.dim(), a_pos.shape[0], self.per_channel), x, norm.weight,
+                    norm.bias, norm.running_mean, norm.running_var, a_pos, a_neg, self.places[: a_pos.shape[0], :1],
+                    float(norm.momentum), float(norm.eps))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, per_channel={self.per_channel}, variant={self.variant}"

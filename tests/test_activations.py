@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from robench import activations as act_mod
 from robench.activations import (
     APL, SAPL, activation_names, activation_state, build_activation, learnable_activations,
 )
@@ -114,7 +115,7 @@ def _with_param(act, p, v, x):
     return torch.func.functional_call(act, {name: v}, (x,))
 
 
-@pytest.mark.parametrize("name,options", [("sapl", {}), ("sapl", {"per_channel": True}), ("apl", {})])
+@pytest.mark.parametrize("name,options", [("apl", {})])  # S-APL: the bit-for-bit test above
 def test_compiled_form_agrees_with_reference(name, options):
     torch.manual_seed(0)
     ref = build_activation(name, 6, compiled=False, **options)
@@ -132,6 +133,95 @@ def test_compiled_form_agrees_with_reference(name, options):
         for (n, pr), (_, pf) in zip(ref.named_parameters(), fused.named_parameters()):
             torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-4, msg=n)
             pr.grad = pf.grad = None
+
+
+@pytest.mark.parametrize("name,options", [  # each compiles its kernels: the variants share them
+    ("sapl", {}), ("sapl_positive", {"per_channel": True}), ("sapl_tied", {"hinges": (0.5, 1.5, 3.0)}),
+])
+def test_one_side_at_a_time_form_is_the_reference_bit_for_bit(name, options):
+    """The compiled S-APL evaluates |x| against S hinges instead of x against 2S; its forward must be
+    the reference sum exactly (same floats, same order), on hinges, at zero and between."""
+    ref = build_activation(name, 6, compiled=False, **options)
+    _randomise(ref, seed=3)
+    fused = build_activation(name, 6, **options)
+    fused.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(4)
+    for shape in ((16, 6, 5, 5), (16, 6)):
+        x = torch.randn(shape, generator=g) * 2
+        x.view(-1)[:8] = torch.tensor([0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 1.5, -3.0])
+        with torch.no_grad():
+            assert torch.equal(fused(x), ref(x))
+        xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        grad = torch.randn(shape, generator=g)
+        ref(xr).backward(grad)
+        fused(xf).backward(grad)
+        torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-6, atol=1e-6)
+        for (n, pr), (_, pf) in zip(ref.named_parameters(), fused.named_parameters()):
+            torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-5, atol=1e-5, msg=n)
+            pr.grad = pf.grad = None
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("shape", [(3, 2, 4, 4), (5, 2)])
+def test_hand_written_backward_gradcheck(per_channel, shape):
+    """``_symmetric_hinge_grads`` is written out by hand (two-stage sums); check it against finite
+    differences in float64, through the eager autograd.Function."""
+    g = torch.Generator().manual_seed(5)
+    width = 2 if per_channel else 1
+    x = (torch.randn(shape, dtype=torch.float64, generator=g) * 2).requires_grad_()
+    a_pos = torch.randn(4, width, dtype=torch.float64, generator=g).requires_grad_()
+    a_neg = torch.randn(4, width, dtype=torch.float64, generator=g).requires_grad_()
+    distances = torch.tensor([[0.0], [1.0], [2.0], [2.5]], dtype=torch.float64)
+    assert gradcheck(lambda *t: act_mod._SymmetricHinge.apply(*t, distances), (x, a_pos, a_neg), eps=1e-6, atol=1e-5)
+
+
+def test_learnable_hinges_take_the_general_sum():
+    act = build_activation("sapl", 3, learnable_hinges=True)
+    ref = build_activation("sapl", 3, learnable_hinges=True, compiled=False)
+    _randomise(ref, seed=6)
+    act.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 3, 2, 2)
+    torch.testing.assert_close(act(x), ref(x), rtol=1e-6, atol=1e-6)
+
+
+def test_compiler_failure_falls_back_to_the_same_math_eager(monkeypatch):
+    monkeypatch.setattr(act_mod, "_compiled_kernels", {})
+    monkeypatch.setattr(act_mod, "_compile_failed", False)
+
+    def broken(fn):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(act_mod.torch, "compile", broken)
+    ref = build_activation("sapl", 3, compiled=False)
+    _randomise(ref, seed=7)
+    act = build_activation("sapl", 3)
+    act.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 3, 2, 2)
+    with pytest.warns(UserWarning, match="torch.compile unavailable .RuntimeError: no C\\+\\+ compiler"):
+        y = act(x)
+    assert act_mod._compile_failed
+    torch.testing.assert_close(y, ref(x), rtol=0, atol=0)
+
+
+def test_batchnorm_fusion_declines_where_it_is_not_the_plain_case():
+    """after_batchnorm returns None (run BatchNorm and S-APL one by one) wherever fusing would
+    change what nn.BatchNorm does or cannot run: its own errors (a batch of one) stay aten's."""
+    x = torch.randn(8, 3, 4, 4)
+    fresh = lambda **kw: torch.nn.BatchNorm2d(3, **kw).train()  # noqa: E731
+    assert isinstance(SAPL(3).after_batchnorm(fresh(), x), torch.Tensor)
+    assert SAPL(3, compiled=False).after_batchnorm(fresh(), x) is None
+    assert SAPL(3, fuse_batchnorm=False).after_batchnorm(fresh(), x) is None
+    assert SAPL(3, learnable_hinges=True).after_batchnorm(fresh(), x) is None
+    for kw in ({"momentum": None}, {"affine": False}, {"track_running_stats": False}):
+        assert SAPL(3).after_batchnorm(fresh(**kw), x) is None, kw
+    assert SAPL(3).after_batchnorm(fresh().eval(), x) is None
+    assert SAPL(3).after_batchnorm(fresh(), x.double()) is None
+    assert SAPL(3).after_batchnorm(torch.nn.BatchNorm1d(3).train(), torch.randn(1, 3)) is None
+    norm = fresh()
+    SAPL(3).after_batchnorm(norm, x)
+    assert norm.num_batches_tracked.item() == 1
 
 
 @pytest.mark.parametrize("name", ALL)
