@@ -2,6 +2,7 @@
 issue 11's target: sapl training >= 0.9x relu).
 
     python bench/activations.py [--batch 128] [--iters 40] [--rounds 5] [--device cpu]
+                                [--acts relu,sapl,...] [--train-only]
 
 Prints images/s (median over rounds) for a full SGD step and for an eval-mode forward, and the
 ratio to relu. ``sapl`` is what robench trains with (compiled kernel, fused with the BatchNorm
@@ -77,17 +78,26 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=40)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--acts", default=",".join(name for name, _ in CASES),
+                   help="comma-separated rows to run (relu first: the ratios are to it)")
+    p.add_argument("--train-only", action="store_true",
+                   help="time training steps only (a training loop does not switch to eval every round)")
     a = p.parse_args()
+    chosen = a.acts.split(",")
+    if chosen[0] != "relu" or not set(chosen) <= {name for name, _ in CASES}:
+        p.error(f"--acts: relu first, then any of {', '.join(name for name, _ in CASES)}")
     print(f"# {' '.join(sys.argv)}")
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}, device {a.device}")
-    cases = {name: setup(name, opts, a.batch, a.device) for name, opts in CASES}
+    cases = {name: setup(name, opts, a.batch, a.device) for name, opts in CASES if name in chosen}
     # Rounds interleave the activations, so drift in machine load hits all of them alike.
     rates: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in cases}
     for _ in range(a.rounds):
         for name, (train_fns, infer_fns) in cases.items():
             rates[name][0].append(rate(*train_fns, a.iters, a.batch, a.device))
-            rates[name][1].append(rate(*infer_fns, a.iters, a.batch, a.device))
-    rows = [(name, statistics.median(tr), statistics.median(inf)) for name, (tr, inf) in rates.items()]
+            if not a.train_only:
+                rates[name][1].append(rate(*infer_fns, a.iters, a.batch, a.device))
+    rows = [(name, statistics.median(tr), statistics.median(inf) if inf else float("nan"))
+            for name, (tr, inf) in rates.items()]
     relu_train, relu_infer = rows[0][1], rows[0][2]
     print(f"{'act':12s} {'train img/s':>12s} {'x relu':>7s} {'infer img/s':>12s} {'x relu':>7s}")
     for name, tr, inf in rows:
