@@ -25,8 +25,8 @@ from torch.nn import functional as F
 
 from robench.models import build_model
 
-CASES = [("relu", {}), ("prelu", {}), ("swish", {}), ("apl", {}), ("sapl", {}), ("sapl-unfused", {"fuse_batchnorm": False}),
-         ("sapl-eager", {"compiled": False})]
+CASES = [("relu", {}), ("prelu", {}), ("swish", {}), ("apl", {}), ("sapl", {}),
+         ("sapl-unfused", {"fuse_batchnorm": False}), ("sapl-eager", {"compiled": False})]
 
 
 def setup(act: str, options: dict, batch: int, device: str) -> tuple:

@@ -497,8 +497,9 @@ class SAPL(HingeUnit):
         Why: on a 2-core CPU a compiled call costs about as much in Python wrappers as the
         activation's arithmetic, and aten's BatchNorm costs a separate pass forward and backward;
         one call for both made a LeNet-5 S-APL training step about 5 % faster (bench/activations.py,
-        rows ``sapl`` and ``sapl-unfused``; the runs are in bench/results/activations-cpu.txt). Training numerics move at rounding level
-        (inductor's BatchNorm reduces in another order than aten's); evaluation never takes this
+        rows ``sapl`` and ``sapl-unfused``, runs in bench/results/activations-cpu.txt). Training
+        numerics move at rounding level (inductor's BatchNorm reduces in another order than
+        aten's); evaluation never takes this
         path (``LayerNormAct``). None (run them one by one) wherever the pair is not the plain
         case: eager units, learnable hinges, no compiler, a BatchNorm without affine parameters,
         running statistics or a fixed momentum, or mixed dtypes.
