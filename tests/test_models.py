@@ -38,9 +38,20 @@ def test_batchnorm_before_every_activation():
 
 
 @pytest.mark.parametrize("model,options", [("lenet5", {}), ("mlp", {"variant": "tied", "per_channel": True})])
-def test_fused_batchnorm_training_step_matches_the_unfused_one(model, options):
+def test_fused_batchnorm_training_step_matches_the_unfused_one(model, options, monkeypatch):
     """A training step through LayerNormAct's fused BatchNorm + S-APL gives the unfused step's loss,
     gradients and running statistics (to rounding), and evaluation is the unfused forward exactly."""
+    from robench.activations import SAPL
+
+    fused_calls = []
+    original = SAPL.after_batchnorm
+
+    def spy(self, norm, x):
+        y = original(self, norm, x)
+        fused_calls.append((self.fuse_batchnorm, y is not None))
+        return y
+
+    monkeypatch.setattr(SAPL, "after_batchnorm", spy)
     channels, size = SHAPES[model]
     fused = build_model(model, act="sapl", in_channels=channels, image_size=size, act_options=options)
     plain = build_model(model, act="sapl", in_channels=channels, image_size=size,
@@ -59,6 +70,8 @@ def test_fused_batchnorm_training_step_matches_the_unfused_one(model, options):
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
         losses.append(loss.detach())
+    assert fused_calls and all(wanted == done for wanted, done in fused_calls)  # fused every block, plain none
+    assert sum(done for _, done in fused_calls) == sum(isinstance(m, SAPL) for m in fused.modules())
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
     for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4 * q.grad.abs().max().item(), msg=name)
