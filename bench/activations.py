@@ -5,9 +5,8 @@ issue 11's target: sapl training >= 0.9x relu).
                                 [--acts relu,sapl,...] [--train-only]
 
 Prints images/s (median over rounds) for a full SGD step and for an eval-mode forward, and the
-ratio to relu. ``sapl`` is what robench trains with (compiled kernel, fused with the BatchNorm
-before it in a training step); ``sapl-unfused`` the same kernel with BatchNorm run apart;
-``sapl-eager`` the plain sum of hinge terms, the reference the compiled kernels replace. Warm-up
+ratio to relu. ``sapl`` is what robench trains with (the compiled kernel); ``sapl-eager`` the
+plain sum of hinge terms, the reference the compiled kernel replaces. Warm-up
 (including torch.compile) is not timed. This host's speed drifts within a run; rounds interleave
 the activations and more rounds of fewer iterations give steadier medians.
 """
@@ -25,8 +24,7 @@ from torch.nn import functional as F
 
 from robench.models import build_model
 
-CASES = [("relu", {}), ("prelu", {}), ("swish", {}), ("apl", {}), ("sapl", {}),
-         ("sapl-unfused", {"fuse_batchnorm": False}), ("sapl-eager", {"compiled": False})]
+CASES = [("relu", {}), ("prelu", {}), ("swish", {}), ("apl", {}), ("sapl", {}), ("sapl-eager", {"compiled": False})]
 
 
 def setup(act: str, options: dict, batch: int, device: str) -> tuple:

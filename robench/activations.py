@@ -8,10 +8,9 @@ The hinge units (APL, S-APL and its ablation variants) are all ``sum_j w_j relu(
 with fixed signs ``s_j``. Their forward goes through one ``torch.compile``d kernel by default: the
 naive sum costs 2-3 full passes over the tensor per hinge, the compiled kernel one pass forward
 and one backward, which is what keeps S-APL close to ReLU's throughput (see bench/activations.py).
-S-APL's kernel evaluates one side at a time (S hinges of |x|, not 2S of x; bit-identical), has a
-hand-written backward, and in a training step runs together with the BatchNorm before it
-(``SAPL.after_batchnorm``). ``compiled=False`` gives the plain eager sum, the reference the
-compiled forms are tested against.
+S-APL's kernel evaluates one side at a time (S hinges of |x|, not 2S of x; bit-identical) and has
+a hand-written backward. ``compiled=False`` gives the plain eager sum, the reference the compiled
+forms are tested against.
 """
 
 from __future__ import annotations
@@ -268,15 +267,6 @@ def _symmetric_hinge_grads(
             partial_neg.reshape(rows, -1).sum(1, keepdim=True))
 
 
-def _batchnorm_symmetric_hinge(
-    x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
-    a_pos: Tensor, a_neg: Tensor, distances: Tensor, momentum: float, eps: float,
-) -> Tensor:
-    """A training-mode BatchNorm (updating its running statistics in place) followed by S-APL."""
-    normed = F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
-    return _SymmetricHinge.apply(normed, a_pos, a_neg, distances)
-
-
 _compiled_kernels: dict[tuple, Callable[..., Any]] = {}
 _compile_failed = False
 
@@ -442,7 +432,6 @@ class SAPL(HingeUnit):
         variant: str = "free",
         learnable_hinges: bool = False,
         compiled: bool = True,
-        fuse_batchnorm: bool = True,
     ) -> None:
         if variant not in self.variants:
             raise ValueError(f"unknown S-APL variant {variant!r}; known: {', '.join(self.variants)}")
@@ -457,7 +446,6 @@ class SAPL(HingeUnit):
             compiled=compiled,
         )
         self.variant = variant
-        self.fuse_batchnorm = fuse_batchnorm
         width = channels if per_channel else 1
         a_pos = torch.zeros(s, width)
         a_pos[list(hinges).index(min(hinges))] = 1.0  # ReLU at init: slope 1 at the first hinge
@@ -490,37 +478,6 @@ class SAPL(HingeUnit):
         if a_pos.dtype != x.dtype:
             a_pos, a_neg, distances = a_pos.to(x.dtype), a_neg.to(x.dtype), distances.to(x.dtype)
         return _run(_symmetric_hinge, (x.dim(), a_pos.shape[0], self.per_channel), x, a_pos, a_neg, distances)
-
-    def after_batchnorm(self, norm: nn.Module, x: Tensor) -> Tensor | None:
-        """``self(norm(x))`` for a training step, BatchNorm and S-APL as one compiled function.
-
-        Why: on a 2-core CPU a compiled call costs about as much in Python wrappers as the
-        activation's arithmetic, and aten's BatchNorm costs a separate pass forward and backward;
-        one call for both made a LeNet-5 S-APL training step about 5 % faster (bench/activations.py,
-        rows ``sapl`` and ``sapl-unfused``, runs in bench/results/activations-cpu.txt). Training
-        numerics move at rounding level (inductor's BatchNorm reduces in another order than
-        aten's); evaluation never takes this
-        path (``LayerNormAct``). None (run them one by one) wherever the pair is not the plain
-        case: eager units, learnable hinges, no compiler, a BatchNorm without affine parameters,
-        running statistics or a fixed momentum, or mixed dtypes.
-        """
-        if not self.fuse_batchnorm or not self.compiled or _compile_failed or isinstance(self.places, nn.Parameter):
-            return None
-        if not (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.training and norm.affine
-                and norm.track_running_stats and norm.momentum is not None and norm.running_mean is not None
-                and norm.num_batches_tracked is not None):
-            return None
-        if x.numel() <= x.shape[1]:  # one value per channel: nn.BatchNorm's own error, not a NaN
-            return None
-        if self.per_channel and x.shape[1] != self.channels:
-            raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
-        a_pos, a_neg = self.a_pos, self.a_neg_weights()
-        if not x.dtype == norm.weight.dtype == norm.running_mean.dtype == a_pos.dtype:
-            return None
-        norm.num_batches_tracked.add_(1)  # what nn.BatchNorm's own forward counts
-        return _run(_batchnorm_symmetric_hinge, (x.dim(), a_pos.shape[0], self.per_channel), x, norm.weight,
-                    norm.bias, norm.running_mean, norm.running_var, a_pos, a_neg, self.places[: a_pos.shape[0], :1],
-                    float(norm.momentum), float(norm.eps))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, per_channel={self.per_channel}, variant={self.variant}"

@@ -160,38 +160,17 @@ def _expansion(act: ActivationFactory) -> int:
     return getattr(act, "expansion", 1)
 
 
-class LayerNormAct(nn.Sequential):
-    """Layer -> BatchNorm -> activation, a plain ``nn.Sequential`` (same state-dict keys) except in a
-    training step: there an activation with an ``after_batchnorm(norm, x)`` method may run the
-    BatchNorm and itself as one compiled function (S-APL does, see activations.py), which it
-    signals by returning a tensor; None means "not here", and the three run one by one.
-
-    Evaluation (attacks, verification, the incremental search forward) always runs them one by
-    one, so every logit an attack or a check sees is exactly the unfused model's.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        layer, norm, act = self
-        x = layer(x)
-        fused = getattr(act, "after_batchnorm", None)
-        if fused is not None and self.training and torch.is_grad_enabled():
-            y = fused(norm, x)
-            if y is not None:
-                return y
-        return act(norm(x))
-
-
 def conv_bn_act(cin: int, cout: int, kernel: int, act: ActivationFactory, stride: int = 1, padding: int = 0) -> nn.Sequential:
     """Conv -> BatchNorm -> activation; the conv is widened when the activation (maxout) needs it."""
     wide = cout * _expansion(act)
-    return LayerNormAct(
+    return nn.Sequential(
         nn.Conv2d(cin, wide, kernel, stride=stride, padding=padding, bias=False), nn.BatchNorm2d(wide), act(cout)
     )
 
 
 def linear_bn_act(fin: int, fout: int, act: ActivationFactory) -> nn.Sequential:
     wide = fout * _expansion(act)
-    return LayerNormAct(nn.Linear(fin, wide, bias=False), nn.BatchNorm1d(wide), act(fout))
+    return nn.Sequential(nn.Linear(fin, wide, bias=False), nn.BatchNorm1d(wide), act(fout))
 
 
 def pooled_head(cin: int, num_classes: int) -> list[nn.Module]:

@@ -205,25 +205,6 @@ def test_compiler_failure_falls_back_to_the_same_math_eager(monkeypatch):
     torch.testing.assert_close(y, ref(x), rtol=0, atol=0)
 
 
-def test_batchnorm_fusion_declines_where_it_is_not_the_plain_case():
-    """after_batchnorm returns None (run BatchNorm and S-APL one by one) wherever fusing would
-    change what nn.BatchNorm does or cannot run: its own errors (a batch of one) stay aten's."""
-    x = torch.randn(8, 3, 4, 4)
-    fresh = lambda **kw: torch.nn.BatchNorm2d(3, **kw).train()  # noqa: E731
-    assert isinstance(SAPL(3).after_batchnorm(fresh(), x), torch.Tensor)
-    assert SAPL(3, compiled=False).after_batchnorm(fresh(), x) is None
-    assert SAPL(3, fuse_batchnorm=False).after_batchnorm(fresh(), x) is None
-    assert SAPL(3, learnable_hinges=True).after_batchnorm(fresh(), x) is None
-    for kw in ({"momentum": None}, {"affine": False}, {"track_running_stats": False}):
-        assert SAPL(3).after_batchnorm(fresh(**kw), x) is None, kw
-    assert SAPL(3).after_batchnorm(fresh().eval(), x) is None
-    assert SAPL(3).after_batchnorm(fresh(), x.double()) is None
-    assert SAPL(3).after_batchnorm(torch.nn.BatchNorm1d(3).train(), torch.randn(1, 3)) is None
-    norm = fresh()
-    SAPL(3).after_batchnorm(norm, x)
-    assert norm.num_batches_tracked.item() == 1
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_every_activation_builds_and_runs(name):
     act = build_activation(name, 9)

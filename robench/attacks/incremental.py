@@ -56,13 +56,8 @@ def _tiling(pool: nn.Module) -> int | None:
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:
-    """The chain of modules a plain nn.Sequential (nested ones expanded) runs in order.
-
-    robench's ``LayerNormAct`` counts as plain: outside a training step it runs its three modules
-    in order."""
-    from robench.models import LayerNormAct  # models imports nothing from attacks
-
-    if type(module) in (nn.Sequential, LayerNormAct):
+    """The chain of modules a plain nn.Sequential (nested ones expanded) runs in order."""
+    if type(module) is nn.Sequential:
         return [leaf for child in module for leaf in _leaves(child)]
     return [module]
 
