@@ -468,8 +468,9 @@ class SAPL(HingeUnit):
 
     def forward(self, x: Tensor) -> Tensor:
         """The compiled form runs the one-side-at-a-time sum (half the hinge evaluations, same floats);
-        learnable hinges can cross zero, so they take the general sum."""
-        if not self.compiled or isinstance(self.places, nn.Parameter):
+        learnable hinges can cross zero, so they take the general sum, as does a 1-D input (the
+        kernels lay parameters out for a batch axis)."""
+        if not self.compiled or isinstance(self.places, nn.Parameter) or x.dim() < 2:
             return super().forward(x)
         if self.per_channel and x.shape[1] != self.channels:
             raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
