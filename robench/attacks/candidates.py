@@ -172,14 +172,13 @@ def search_forward(model: nn.Module, choice: str, budget: int, images: Tensor, r
     or its incremental logits disagree with the model's, or where torch.compile fails."""
     if choice not in FORWARDS:
         raise ValueError(f"unknown forward {choice!r}; known: {', '.join(FORWARDS)}")
-    eager = SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
     if choice in ("auto", "incremental"):
         stem = _incremental(model, images, dtype, quiet=choice == "auto")
         if stem is not None:
-            return SearchForward(eager.fn, "incremental", dtype=dtype, stem=stem)
+            return SearchForward(_in_dtype(model, dtype), "incremental", dtype=dtype, stem=stem)
     worth = images.device.type == "cuda" and fixed_batch and budget >= COMPILE_WORTH
     if choice in ("eager", "incremental") or (choice == "auto" and not worth):
-        return eager
+        return SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
     shapes = _compiled.setdefault(model, {})
     key = (rows, dtype)
     compile_s = 0.0
@@ -189,7 +188,7 @@ def search_forward(model: nn.Module, choice: str, budget: int, images: Tensor, r
         compile_s = time.perf_counter() - start
     fn = shapes[key]
     if fn is None:  # torch.compile failed for this model: search eager
-        return eager
+        return SearchForward(_in_dtype(model, dtype), "eager", dtype=dtype)
     return SearchForward(fn, "compiled", compile_s, dtype)
 
 
