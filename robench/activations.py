@@ -356,17 +356,17 @@ class HingeUnit(Activation):
         """(J, width) weights w_j, width = channels or 1."""
         raise NotImplementedError
 
-    def _broadcast(self, x: Tensor, rows: int) -> tuple[int, ...]:
-        """Shape that lays (rows, width) parameters along the hinge axis and x's channel axis."""
-        if not self.per_channel:
-            return (rows,) + (1,) * x.dim()
-        if x.shape[1] != self.channels:
+    def _check_channels(self, x: Tensor) -> None:
+        if self.per_channel and x.shape[1] != self.channels:
             raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
-        return (rows, self.channels) + (1,) * (x.dim() - 2)
 
     def forward(self, x: Tensor) -> Tensor:
         weights = self.hinge_weights()
-        shape = self._broadcast(x, weights.shape[0])
+        self._check_channels(x)
+        if self.per_channel:
+            shape = (weights.shape[0], self.channels) + (1,) * (x.dim() - 2)
+        else:
+            shape = (weights.shape[0],) + (1,) * x.dim()
         weights, places = weights.reshape(shape).to(x.dtype), self.places.reshape(shape).to(x.dtype)
         signs = self.signs.to(x.dtype)
         if self.compiled:
@@ -472,8 +472,7 @@ class SAPL(HingeUnit):
         kernels lay parameters out for a batch axis)."""
         if not self.compiled or isinstance(self.places, nn.Parameter) or x.dim() < 2:
             return super().forward(x)
-        if self.per_channel and x.shape[1] != self.channels:
-            raise ValueError(f"{type(self).__name__} built for {self.channels} channels got {x.shape[1]}")
+        self._check_channels(x)
         a_pos, a_neg = self.a_pos, self.a_neg_weights()
         distances = self.places[: a_pos.shape[0], :1]
         if a_pos.dtype != x.dtype:
