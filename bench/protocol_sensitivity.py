@@ -32,7 +32,7 @@ import torch
 
 from robench.checkpoints import load_checkpoint
 from robench.data import load_split, to_float
-from robench.report import paper_numbers
+from robench.tables import paper_numbers
 from robench.results import read_result
 
 ACTS = ("relu", "apl", "swish", "sapl")

@@ -17,8 +17,6 @@ Importing ``robench`` is cheap: each name loads its module (and torch) on first 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __all__ = ["AttackSpec", "Evaluation", "build_model", "evaluate", "register_activation", "register_attack",
@@ -39,18 +37,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """``robench.report`` and ``robench.verify`` are API functions, and modules of the same names
-    exist (``from robench.report import build_report`` keeps working: it reads sys.modules).
-    Importing such a module would set the package attribute to the module; this keeps the
-    function there instead."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _WHERE and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -39,7 +39,7 @@ def _builder(name: str, obj: Any) -> Callable[..., nn.Module]:
 # builder(channels, **options) -> nn.Module (channels: dim 1 of its input)
 ACTIVATIONS: Registry[Callable[..., nn.Module]] = Registry("activation", group="robench.activations", check=_builder,
                                                           specs=True)
-register_activation = ACTIVATIONS.register
+builtin_activation = ACTIVATIONS.register
 
 
 def activation_names() -> list[str]:
@@ -127,7 +127,7 @@ class _Fixed(Activation):
 
 
 def _fixed(name: str, fn: Callable[[Tensor], Tensor]) -> None:
-    register_activation(name)(lambda channels: _Fixed(channels, fn))
+    builtin_activation(name)(lambda channels: _Fixed(channels, fn))
 
 
 _fixed("relu", F.relu)
@@ -148,7 +148,7 @@ class PReLU(Activation):
         return F.prelu(x, self.weight)
 
 
-register_activation("prelu")(PReLU)
+builtin_activation("prelu")(PReLU)
 
 
 class Swish(Activation):
@@ -166,7 +166,7 @@ class Swish(Activation):
         return x * torch.sigmoid(self.beta * x)
 
 
-register_activation("swish")(Swish)
+builtin_activation("swish")(Swish)
 
 
 class Maxout(Activation):
@@ -192,7 +192,7 @@ class Maxout(Activation):
         raise ValueError("maxout has no curve of its own: it is a max over the layer's pieces")
 
 
-register_activation("maxout")(Maxout)
+builtin_activation("maxout")(Maxout)
 
 
 # --- hinge units: APL, S-APL and variants ------------------------------------------------------
@@ -505,9 +505,9 @@ def _check_hinges(hinges: Sequence[float], name: str, allow_negative: bool) -> l
     return hinges
 
 
-register_activation("apl")(APL)
-register_activation("sapl")(SAPL)
+builtin_activation("apl")(APL)
+builtin_activation("sapl")(SAPL)
 for _variant in ("positive", "negative", "tied"):
-    register_activation(f"sapl_{_variant}")(
+    builtin_activation(f"sapl_{_variant}")(
         lambda channels, _v=_variant, **options: SAPL(channels, variant=_v, **options)
     )

@@ -150,7 +150,7 @@ def report(results: str | Path | Sequence[str | Path] = "attacks", format: str =
     """The CLI's ``robench report`` tables for the results in a folder (several folders give one
     report each, in order). ``table`` prints them and returns the Report objects; ``markdown``,
     ``csv``, ``json`` and ``html`` return the text (and write it to ``out`` when given)."""
-    from .report import RENDERERS, build_report, render_rich
+    from .tables import RENDERERS, build_report, render_rich
     from .storage import atomic_write_bytes
 
     folders = [results] if isinstance(results, str | Path) else list(results)
@@ -184,7 +184,7 @@ def verify(results: str | Path | Sequence[str | Path], model: nn.Module | None =
     """``robench verify`` from Python: rebuild every stored adversarial and re-judge it. Results of
     ``evaluate`` need ``model`` (and the same ``mean``/``std``), whose weights must match their
     fingerprint. Returns one Verification per result (``.ok``, ``.mismatches``)."""
-    from .verify import verify_results
+    from .verification import verify_results
 
     paths = [results] if isinstance(results, str | Path) else list(results)
     module = prepare_module(model, dataset, mean, std) if model is not None else None

@@ -246,7 +246,7 @@ def report(
     seeds: Path = typer.Option(None, help="multi-seed result folder, e.g. attacks/seeds: adds seed statistics (html)"),
 ) -> None:
     """Tables like the paper's Tables 2-4 from stored results, with the paper's numbers beside."""
-    from .report import RENDERERS, build_report, render_rich
+    from .tables import RENDERERS, build_report, render_rich
 
     if format not in (*RENDERERS, "table", "html"):
         _fail(f"unknown format {format!r}; known: table, {', '.join(RENDERERS)}, html")
@@ -328,7 +328,7 @@ def suite(
 
     A suite with a ``train:`` section first trains the checkpoints it lacks. A cell that fails skips
     only the cells that need it; the failures are listed at the end (exit 1)."""
-    from .report import build_report, render_rich
+    from .tables import build_report, render_rich
     from .suite import SuiteIncomplete, load_suite, run_suite
 
     def go() -> Any:
@@ -372,8 +372,7 @@ def check(
     update: bool = typer.Option(False, help="rewrite the baseline from the current results"),
 ) -> None:
     """Fail (exit 1) when a cell is less robust than its baseline allows; exit 2 on bad input."""
-    from .check import check as run_check
-    from .check import load_baseline, update_baseline
+    from .baseline import check_baseline, load_baseline, update_baseline
 
     def results_dir() -> Path:
         if results is not None:
@@ -386,7 +385,7 @@ def check(
         n = run_guarded(lambda: update_baseline(baseline, results_dir()), error_code=2)
         _console().print(f"wrote {baseline} with {n} cells")
         return
-    verdicts = run_guarded(lambda: run_check(baseline, results_dir()), error_code=2)
+    verdicts = run_guarded(lambda: check_baseline(baseline, results_dir()), error_code=2)
     table = Table(title=f"robustness check against {baseline}")
     for col in ("cell", "baseline", "now", "tolerance", "verdict"):
         table.add_column(col)
@@ -414,7 +413,7 @@ def verify(
     """Rebuild every stored adversarial, rerun the model and check every recorded number.
 
     Exit 0 when everything agrees, 1 on any mismatch (named), 2 on bad input."""
-    from .verify import verify_results
+    from .verification import verify_results
 
     paths = list(results or []) + ([results_dir] if results_dir else [])
     if not paths:

@@ -24,7 +24,7 @@ from .adversarials import Store, images_sha256, npz_path, rebuild_repeat, repeat
 from .data import class_names, load_split, to_float
 from .errors import ResultError
 from .plot import _pyplot
-from .report import checkpoint_tag
+from .tables import checkpoint_tag
 from .results import read_result
 from .storage import atomic_write_bytes, check_writable
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultError, RobenchError
-from .report import LEGEND, Report, grids
+from .tables import LEGEND, Report, grids
 from .results import list_results
 
 PIXEL_ATTACKS = ("pixel", "sparse_rs")  # attacks whose adversarials a gallery shows (preferred in this order)

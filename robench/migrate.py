@@ -32,7 +32,7 @@ from .config import config_from_dict
 from .errors import ResultError, RobenchError
 from .results import read_result, write_result
 from .storage import resolve_device
-from .verify import _Data, result_files, verify_result
+from .verification import _Data, result_files, verify_result
 
 DROPPED_ROOT = "provenance.root dropped (data are compared by fingerprint)"
 REPLAYED = "adversarials stored by replaying the recorded seeds; verify reproduced every stored number"

@@ -111,7 +111,7 @@ def plot_eps(results_dir: str | Path, model: str, out: str | Path,
              on_error: OnError | None = warn_skipped) -> Path:
     """FGSM successes against epsilon, one line per activation of ``model`` (mean ± std); a
     malformed result goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
-    from .report import build_report
+    from .tables import build_report
 
     plt = _pyplot()
     table = next((t for t in build_report(results_dir, on_error).tables if t.key == "table3_fgsm"), None)
@@ -139,7 +139,7 @@ def success_curves(results_dir: str | Path, attack: str, norm: str, model: str,
     curve is read off its minimal distances at every distance it stored, plus 0. A malformed result
     goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
     from .attacks.metrics import aggregate
-    from .report import checkpoint_tag
+    from .tables import checkpoint_tag
     from .robustness import DISTANCE_KEY
 
     if attack not in ("fmn", "pgd"):

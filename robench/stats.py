@@ -26,7 +26,7 @@ from typing import Any
 from .attacks.metrics import mean_std
 from .checkpoints import checkpoint_files, read_meta
 from .errors import CheckpointError, ResultError
-from .report import checkpoint_tag
+from .tables import checkpoint_tag
 from .robustness import median_distance
 from .results import OnError, list_results, warn_skipped
 

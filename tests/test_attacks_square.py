@@ -126,9 +126,9 @@ def test_a_square_result_verifies_and_reports_as_black_box(tmp_path_factory):
 
     from robench.adversarials import npz_path, read_npz
     from robench.attacks.runner import AttackRun, run_attack
-    from robench.report import build_report
+    from robench.tables import build_report
     from robench.robustness import gather
-    from robench.verify import verify_results
+    from robench.verification import verify_results
     from tests.conftest import train_tiny_lenet
 
     root, ck = train_tiny_lenet(tmp_path_factory)

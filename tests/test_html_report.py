@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from robench import html_report
 from robench.cli import app
 from robench.html_report import render_html
-from robench.report import build_report
+from robench.tables import build_report
 
 ROOT = Path(__file__).parent.parent
 ATTACKS = ROOT / "attacks"

@@ -7,7 +7,7 @@ import pytest
 from robench.attacks import get_attack
 from robench.attacks.metrics import aggregate
 from robench.config import config_to_dict
-from robench.report import build_report, render_markdown
+from robench.tables import build_report, render_markdown
 from robench.results import write_result
 
 IMAGES = list(range(10, 20))

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from robench.check import check, update_baseline
+from robench.baseline import check_baseline, update_baseline
 from robench.cli import app
 from robench.config import TrainConfig
-from robench.report import build_report, render_csv, render_json, render_markdown
+from robench.tables import build_report, render_csv, render_json, render_markdown
 from tests.conftest import committed_result as _committed
 from robench.results import read_result
 from robench.errors import ConfigError
@@ -101,14 +101,14 @@ def test_check_passes_fails_and_reports_missing(setup, tmp_path):
     shutil.copytree(work / "results", results)
     base = tmp_path / "baseline.yaml"
     n = update_baseline(base, results, absolute=0.5, std_factor=0.0)
-    assert n > 0 and all(v.passed for v in check(base, results))
+    assert n > 0 and all(v.passed for v in check_baseline(base, results))
     # plant a regression: more successes than the baseline allows
     doc = yaml.safe_load(base.read_text())
     key = next(k for k in doc["cells"] if "fgsm" in k and "sapl" in k)
     doc["cells"][key]["successes"] -= 2
     doc["cells"]["lenet5/swish/cifar10/s0/fgsm/eps=0.01"] = {"successes": 1}
     base.write_text(yaml.safe_dump(doc))
-    verdicts = {v.cell: v for v in check(base, results)}
+    verdicts = {v.cell: v for v in check_baseline(base, results)}
     assert not verdicts[key].passed and "less robust" in verdicts[key].reason
     assert not verdicts["lenet5/swish/cifar10/s0/fgsm/eps=0.01"].passed
     assert "missing" in verdicts["lenet5/swish/cifar10/s0/fgsm/eps=0.01"].reason
@@ -116,10 +116,10 @@ def test_check_passes_fails_and_reports_missing(setup, tmp_path):
     doc["cells"][key]["successes"] += 4
     del doc["cells"]["lenet5/swish/cifar10/s0/fgsm/eps=0.01"]
     base.write_text(yaml.safe_dump(doc))
-    assert all(v.passed for v in check(base, results))
+    assert all(v.passed for v in check_baseline(base, results))
     doc["tolerance"]["two_sided"] = True
     base.write_text(yaml.safe_dump(doc))
-    assert "weaker" in {v.cell: v for v in check(base, results)}[key].reason
+    assert "weaker" in {v.cell: v for v in check_baseline(base, results)}[key].reason
 
 
 def test_check_cli_exit_codes(setup, tmp_path):

@@ -19,7 +19,7 @@ import yaml
 
 from .config import load_yaml
 from .errors import ConfigError
-from .report import build_report
+from .tables import build_report
 from .storage import atomic_write_bytes
 
 BASELINE_VERSION = 1
@@ -62,7 +62,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def check(baseline_path: str | Path, results_dir: str | Path) -> list[Verdict]:
+def check_baseline(baseline_path: str | Path, results_dir: str | Path) -> list[Verdict]:
     """Compare current results with the baseline; one verdict per baseline cell."""
     baseline = load_baseline(baseline_path)
     default_tol = {"absolute": 0.0, "std_factor": 0.0, "two_sided": False} | baseline.get("tolerance", {})

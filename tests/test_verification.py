@@ -8,7 +8,7 @@ from robench.adversarials import npz_path
 from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
 from tests.conftest import copy_result, edit_json, interrupt_run, strip_adversarials, train_tiny_lenet
-from robench.verify import verify_results
+from robench.verification import verify_results
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_a_replayed_search_runs_with_the_forward_it_recorded():
     ran (eager for repeats older than the record); settings without a forward are unchanged."""
     from robench.attacks.gradient import FGSMConfig
     from robench.attacks.pixel import PixelAttackConfig
-    from robench.verify import as_ran
+    from robench.verification import as_ran
 
     assert as_ran(PixelAttackConfig(), {"forward": "incremental"}).forward == "incremental"
     assert as_ran(PixelAttackConfig(forward="incremental"), {}).forward == "eager"
