@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .attacks.base import AttackOutcome
-from .attacks.candidates import paint
+from .pixels import paint
 from .errors import ResultError
 from .storage import atomic_write_bytes
 

@@ -9,7 +9,6 @@ gives the CLI's tables.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 
 from .attacks.options import parse_attack
 from .attacks.runner import AttackRun, ResultExistsError, attack_model, summary_rows
+from .checkpoints import weights_fingerprint
 from .data import dataset_info
 from .errors import ConfigError
 from .models import Classifier, Normalize, check_logits
@@ -47,21 +47,6 @@ class Evaluation:
                          f"{row['successes_mean']:7.1f} ± {row['successes_std']:4.1f} "
                          f"{row['success_rate_mean']:6.3f} {z:>8s}")
         return "\n".join(lines)
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order: equal
-    for equal weights on any device, different when any value changes."""
-    digest = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        digest.update(name.encode() + b"\0")
-        if isinstance(value, torch.Tensor):
-            data = value.detach().to("cpu").contiguous()
-            digest.update(f"{data.dtype}{tuple(data.shape)}".encode())
-            digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()
 
 
 def prepare_module(model: nn.Module, dataset: str, mean: Sequence[float] | None = None,

@@ -287,3 +287,18 @@ def list_checkpoints(directory: str | Path = DEFAULT_DIR) -> list[dict[str, Any]
             row["error"] = str(err)
         rows.append(row)
     return rows
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order: equal
+    for equal weights on any device, different when any value changes."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode() + b"\0")
+        if isinstance(value, torch.Tensor):
+            data = value.detach().to("cpu").contiguous()
+            digest.update(f"{data.dtype}{tuple(data.shape)}".encode())
+            digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()

@@ -25,7 +25,7 @@ from .attacks import get_attack
 from .attacks.base import AttackBudgetError, AttackOutcome, Judgement, judge
 from .attacks.metrics import aggregate, repeat_summary
 from .attacks.runner import select_images
-from .checkpoints import load_checkpoint
+from .checkpoints import load_checkpoint, weights_fingerprint
 from .config import config_from_dict, config_to_dict
 from .data import Split, load_split, to_float
 from .errors import ResultError
@@ -172,7 +172,6 @@ def _model(path: Path, res: dict[str, Any], v: Verification, device: torch.devic
         if module is None:
             raise ResultError(f"{path}: made by robench.evaluate on a module in memory; verify it from Python: "
                               f"robench.verify('{path}', model=...)")
-        from .api import weights_fingerprint
 
         found = weights_fingerprint(module)
         if found != block["sha256"]:

@@ -2,7 +2,8 @@
 
 A candidate for an image of shape (C, H, W) is ``k`` rows of ``(row, col, c_1..c_C)``: row/col
 continuous in [0, H-1] / [0, W-1] and rounded when painted, colours in [0, 1]. The DE
-(``pixel.py``) and Sparse-RS (``sparse_rs.py``) both search this space, paint with ``paint`` and
+(``pixel.py``) and Sparse-RS (``sparse_rs.py``) both search this space, paint with ``paint``
+(``robench/pixels.py``, shared with the store that rebuilds stored pixels) and
 score with ``evaluate``; neither calls the model itself, so chunking, the loss and (later) a
 compiled forward live in one place.
 """
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from robench.attacks.base import EvalMode
 from robench.attacks.incremental import BoundStem, split_stem
+from robench.pixels import paint, paint_into, pixel_records
 
 __all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "INCREMENTAL_TOLERANCE", "LOSSES", "SEARCH_DTYPES", "EvalMode", "SearchForward", "check_search_budget",
            "evaluate", "forward_batch", "paint", "pixel_records", "pixel_upper", "scheduled_share",
@@ -93,29 +95,6 @@ def forward_batch(max_batch: int | None, device: torch.device) -> int:
     return max_batch or (8192 if device.type == "cuda" else 512)
 
 
-def paint(images: Tensor, candidates: Tensor) -> Tensor:
-    """Copies of ``images`` (B, C, H, W) with the pixels of ``candidates`` (B, k, 2 + C) written in.
-
-    When two of a candidate's pixels round to the same spot the later one wins; both writes carry
-    its colour, so index_put_'s unspecified order among duplicate indices cannot change the result.
-    """
-    return _paint_into(images.clone(), candidates)
-
-
-def _paint_into(out: Tensor, candidates: Tensor) -> Tensor:
-    """paint() in place on ``out``, for batches that are already fresh copies."""
-    b, k, _ = candidates.shape
-    rows = candidates[..., 0].round().long()
-    cols = candidates[..., 1].round().long()
-    spot = rows * out.shape[-1] + cols  # (B, k)
-    order = torch.arange(k, device=out.device)
-    last = torch.where(spot[:, :, None] == spot[:, None, :], order, -1).amax(2)  # (B, k) index of the winner
-    colours = candidates[..., 2:].gather(1, last[..., None].expand(-1, -1, out.shape[1])).to(out.dtype)
-    who = torch.arange(b, device=out.device)[:, None].expand(b, k)
-    out.permute(0, 2, 3, 1).index_put_((who, rows, cols), colours)  # permuted view: writes (B, k, C) into out
-    return out
-
-
 # The forward pass of a search: "incremental" computes the model's first affine block once per
 # clean image and adds each candidate's k pixels through it (incremental.py), "eager" calls the model
 # on painted images, "compiled" a torch.compile'd copy for one static batch shape, smaller batches
@@ -157,7 +136,7 @@ class SearchForward:
         """Float32 logits of ``images[who]`` painted with ``candidates`` (B, k, 2 + C)."""
         if self.stem is not None:
             return self.stem.logits(who, candidates).float()
-        return self.fn(_paint_into(images[who], candidates)).float()  # images[who] copies
+        return self.fn(paint_into(images[who], candidates)).float()  # images[who] copies
 
     def meta(self) -> dict[str, Any]:
         return {"forward": self.kind, "compile_s": round(self.compile_s, 3), "search_dtype": self.dtype}
@@ -292,12 +271,3 @@ def evaluate(
     if len(values) == 1:  # most calls: one chunk (Sparse-RS: every call)
         return values[0].view(a, p), fooled[0].view(a, p)
     return torch.cat(values).view(a, p), torch.cat(fooled).view(a, p)
-
-
-def pixel_records(candidates: Tensor) -> list[list[list[float]]]:
-    """Each image's final candidate (N, k, D) as it is painted, for the result file: per pixel
-    ``[row, col, c_1..c_C]`` with row/col rounded to integers and colours exact (a float32 survives
-    the trip through a JSON double), so ``paint`` rebuilds the adversarial image bit for bit."""
-    rounded = candidates.detach().float().cpu().clone()
-    rounded[..., :2] = rounded[..., :2].round()
-    return [[[int(px[0]), int(px[1]), *px[2:]] for px in cand] for cand in rounded.tolist()]
