@@ -131,12 +131,14 @@ def models(
     """List the checkpoints in a folder (or the names robench knows)."""
     if known:
         from .activations import activation_names
+        from .attacks import attack_names
         from .data import dataset_names
         from .models import model_names
 
         _console().print(f"models: {', '.join(model_names())}")
         _console().print(f"activations: {', '.join(activation_names())}")
         _console().print(f"datasets: {', '.join(dataset_names())}")
+        _console().print(f"attacks: {', '.join(attack_names())}")
         return
     from .checkpoints import list_checkpoints
 
@@ -162,7 +164,7 @@ def attack(
     model: str = typer.Option("lenet5", help="model name or package.module:factory (the checkpoint must match)"),
     act: str = typer.Option("relu"),
     dataset: str = typer.Option("cifar10"),
-    attack: str = typer.Option("pixel", "--attack", help="pixel (DE), sparse_rs, fgsm, pgd, square, fmn, cw or ensemble"),
+    attack: str = typer.Option("pixel", "--attack", help="attack name (robench models --known lists them)"),
     pixels: int = typer.Option(None, help="pixel, sparse_rs, ensemble: pixels changed (default 1)"),
     population: int = typer.Option(None, help="pixel: DE population (default 400)"),
     generations: int = typer.Option(None, help="pixel: most DE generations (default 40)"),
@@ -184,8 +186,8 @@ def attack(
                                            "model splits), incremental, eager or compiled"),
     search_dtype: str = typer.Option(None, help="pixel, sparse_rs: the search's precision: float32, bf16 or fp16 "
                                                 "(a GPU's; verdicts stay float32)"),
-    attack_opt: list[str] = typer.Option(None, "--attack-opt", help="any field of the attack's config, KEY=VALUE "
-                                                                     "(repeatable; for plugin attacks)"),
+    attack_opt: list[str] = typer.Option(None, "--attack-opt", help="any other field of the attack's config, KEY=VALUE "
+                                                                     "(repeatable; checked against the config's fields)"),
     early_stop: bool = typer.Option(None, "--early-stop/--no-early-stop",
                                     help="pixel: stop an image at its first success (default) or search every "
                                          "generation for the lowest true-class probability (the paper's avg|Z|)"),
@@ -201,7 +203,7 @@ def attack(
     quiet: bool = typer.Option(False),
 ) -> None:
     """Attack a trained model and write one JSON result (resumes an interrupted run)."""
-    from .attacks.options import attack_options
+    from .attacks.options import attack_options, check_option_keys
     from .attacks.runner import AttackRun, ResultExistsError, run_attack, summary_rows
 
     def go() -> Any:
@@ -211,7 +213,7 @@ def attack(
                  "members": members, "l2-budget": l2_budget, "forward": forward,
                  "search-dtype": search_dtype, "early-stop": early_stop}
         options = attack_options(attack, given)
-        extra = parse_act_options(attack_opt, "--attack-opt")
+        extra = check_option_keys(attack, parse_act_options(attack_opt, "--attack-opt"))
         clash = sorted(set(options) & set(extra))
         if clash:
             raise ConfigError(f"--attack-opt {clash[0]} is set by its own flag too")

@@ -44,7 +44,6 @@ def register_model(name: str, factory: F | None = None) -> Any:
 def register_attack(spec: Any) -> Any:
     """Add an attack: a ``robench.AttackSpec`` (its config class, its function on a batch, how its
     config splits into reported settings, the budget ``judge`` enforces). Returns the spec."""
-    from .attacks import ATTACKS, _plugin_spec
+    from .attacks import register_attack as add
 
-    checked = _plugin_spec(getattr(spec, "name", "?"), spec)
-    return ATTACKS.add(checked.name, checked, external=True)
+    return add(spec)

@@ -117,6 +117,10 @@ class Registry(Generic[T]):
             return
         self.add(name, item, external=True)
 
+    def loaded(self) -> list[T]:
+        """The items registered so far, in registration order (plugins not yet asked for stay unloaded)."""
+        return list(self._items.values())
+
     def names(self) -> list[str]:
         return sorted(set(self._items) | set(self._plugins()))
 

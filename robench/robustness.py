@@ -6,7 +6,7 @@ derives:
 
 - robust accuracy under the worst case: an image is robust only when no attack, in no repeat,
   fooled it (AutoAttack's rule), counted on the images every attack there attacked; where none
-  of the threat's strongest attacks (``STRONGEST``) took part it is only an upper bound, and
+  of the threat's strongest attacks (``AttackSpec.strongest``) took part it is only an upper bound, and
   marked so;
 - which counts are lower bounds: a cell is marked when another attack at the same point fools
   clearly more images (by more than max(1, 2 std) on average), so a weak attack cannot pass for
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .attacks import eps_text, get_attack
+from .attacks.spec import strongest_for
 from .attacks.metrics import mean_std
 from .config import config_from_dict
 
@@ -35,14 +36,6 @@ CURVE_GRIDS: dict[str, tuple[float, ...]] = {
     "l0": (1.0, 3.0, 5.0, 10.0),
 }
 DISTANCE_KEY = {"linf": "linf", "l2": "l2", "l1": "l1", "l0": "l0_pixels"}  # per-image record fields
-# The strongest attack of each threat model (SPEC §6, measured in bench/attack_strength.py). A
-# robust accuracy that none of them stands behind is only an upper bound, and is marked so.
-STRONGEST: dict[str, frozenset[str]] = {
-    "l0": frozenset({"sparse_rs"}),
-    "linf": frozenset({"pgd"}),
-    "l2": frozenset({"fmn", "cw"}),
-    "l1": frozenset({"fmn"}),
-}
 NORM_ORDER = ("l0", "l1", "l2", "linf")
 
 RowKey = tuple[str, str, str, str]  # model, dataset, checkpoint tag, act
@@ -82,6 +75,11 @@ class Evidence:
     derived: bool = False  # read off a minimal-norm attack's distances
     attacks: frozenset[str] = frozenset()  # the registered attacks behind it (an ensemble's members)
 
+    @property
+    def single(self) -> bool:
+        """One attack on its own, not a composite of several (an ensemble)."""
+        return self.attacks == frozenset({self.attack})
+
 
 def result_ident(result: dict[str, Any]) -> tuple[str, Any]:
     """The attack's identity in tables (attack plus its variant) and its spec."""
@@ -91,9 +89,11 @@ def result_ident(result: dict[str, Any]) -> tuple[str, Any]:
     return (f"{result['attack']}-{variant}" if variant else result["attack"]), spec
 
 
-def _behind(result: dict[str, Any]) -> frozenset[str]:
-    members = result["attack_config"].get("members") if result["attack"] == "ensemble" else None
-    return frozenset(members or [result["attack"]])
+def _behind(result: dict[str, Any], spec: Any) -> frozenset[str]:
+    """The registered attacks behind a result: a composite's members, else the attack itself."""
+    if spec.behind is None:
+        return frozenset({result["attack"]})
+    return frozenset(spec.behind(config_from_dict(spec.config_cls, dict(result["attack_config"]), result["attack"])))
 
 
 def row_key(result: dict[str, Any], tag: str) -> RowKey:
@@ -143,7 +143,7 @@ def gather(results: list[tuple[str, dict[str, Any]]], tag_of: Any) -> Evidences:
             counts, fooled = _fooled(setting)
             m, s = mean_std(counts)
             evs.add(row, threat(norm, budget), Evidence(ident, res["attack"], spec.white_box, m or 0.0, s or 0.0,
-                                                        _attacked(setting), fooled, attacks=_behind(res)))
+                                                        _attacked(setting), fooled, attacks=_behind(res, spec)))
     for row, ident, spec, norm, setting in minimal:
         points = {threat(norm, b) for b in CURVE_GRIDS[norm]}
         points |= {p for p in evs.by_row.get(row, {}) if p.norm == norm}
@@ -162,7 +162,7 @@ class RobustCell:
     attacks: list[str]  # idents that took part
     strongest: str  # the single attack that fooled most of them
     strongest_fooled: int
-    strong: bool = True  # False: no attack STRONGEST names for this threat took part (an upper bound)
+    strong: bool = True  # False: none of the threat's strongest attacks took part (an upper bound)
 
 
 def worst_case(evs: Evidences) -> dict[RowKey, dict[Threat, RobustCell]]:
@@ -174,7 +174,7 @@ def worst_case(evs: Evidences) -> dict[RowKey, dict[Threat, RobustCell]]:
             common = frozenset.intersection(*(e.attacked for e in items))
             broken = frozenset().union(*(e.fooled for e in items)) & common
             best = max(items, key=lambda e: (len(e.fooled & common), e.ident))
-            strong = bool(STRONGEST[point.norm] & frozenset().union(*(e.attacks for e in items)))
+            strong = bool(set(strongest_for(point.norm)) & frozenset().union(*(e.attacks for e in items)))
             out.setdefault(row, {})[point] = RobustCell(len(common) - len(broken), len(common),
                                                         sorted({e.ident for e in items}), best.ident,
                                                         len(best.fooled & common), strong)
@@ -241,7 +241,7 @@ def sanity_flags(evs: Evidences) -> list[str]:
     for row, points in sorted(evs.by_row.items()):
         name = "/".join(row)
         for point, items in sorted(points.items(), key=lambda kv: kv[0].sort_key()):
-            singles = [e for e in items if not e.attack == "ensemble"]
+            singles = [e for e in items if e.single]
             black = [e for e in singles if not e.white_box]
             white = [e for e in singles if e.white_box]
             if black and white and point.norm in MASKING_THREATS:
@@ -249,17 +249,15 @@ def sanity_flags(evs: Evidences) -> list[str]:
                 if b.successes > w.successes + 1:
                     flags.append(f"{name} {point.label}: black-box {b.ident} ({b.successes:g}) beats every white-box "
                                  f"attack (best {w.ident}, {w.successes:g}): gradients may be masked")
-            pgd = [e for e in singles if e.attack == "pgd"]
-            fgsm = [e for e in singles if e.attack == "fgsm"]
-            for p in pgd:
-                for f in fgsm:
-                    if p.successes + 1 < f.successes:
-                        flags.append(f"{name} {point.label}: {p.ident} ({p.successes:g}) succeeds less often than "
-                                     f"{f.ident} ({f.successes:g}), a single step of it: gradients may be masked")
+            steps = [(p, f) for p in singles for f in singles if get_attack(f.attack).single_step_of == p.attack]
+            for p, f in steps:
+                if p.successes + 1 < f.successes:
+                    flags.append(f"{name} {point.label}: {p.ident} ({p.successes:g}) succeeds less often than "
+                                 f"{f.ident} ({f.successes:g}), a single step of it: gradients may be masked")
         by_ident: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for point, items in points.items():
             for e in items:
-                if e.attack == "pgd" and not e.derived:
+                if get_attack(e.attack).monotone and not e.derived:
                     by_ident.setdefault((e.ident, point.norm), []).append((point.budget, e.successes))
         for (ident, norm), curve in sorted(by_ident.items()):
             curve.sort()

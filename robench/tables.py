@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 
 from .attacks import get_attack
+from .attacks.ensemble import THREATS
+from .attacks.spec import strongest_for
 from .attacks.metrics import aggregate, gain_vs_relu, mean_std
 from .config import config_from_dict
 from .errors import ConfigError, ResultError
@@ -32,31 +34,6 @@ from .registry import file_name_part
 from .results import OnError, list_results, warn_skipped
 from .robustness import (RobustCell, Threat, gather, lower_bounds, median_distance, result_ident, sanity_flags, threat,
                          unconverged_flags, worst_case)
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    key: str  # key in paper_numbers.yaml
-    title: str
-    attack: str
-    z_settings: tuple[str, ...] | None  # settings pooled for the avg|Z| column; None = all
-
-
-TABLES = (
-    TableSpec("table2_pixel", "Table 2: few-pixel DE attack, successes", "pixel", None),
-    TableSpec("table3_fgsm", "Table 3: FGSM, successes (avg|Z| at eps=0.04)", "fgsm", ("eps=0.04",)),
-    TableSpec("table4_cw", "Table 4: Carlini-Wagner L2, successes", "cw", None),
-)
-# Titles of the tables beyond the paper's, by attack; {variant} is the attack's variant.
-TITLES = {
-    "pixel": "Few-pixel DE ({variant}), successes",
-    "sparse_rs": "Sparse-RS k-pixel attack{variant}, successes",
-    "pgd": "PGD {variant}, successes",
-    "square": "Square attack (Linf, black-box{variant}), successes",
-    "fmn": "FMN {variant}: successes at each budget (from minimal distances) and median minimal distance",
-    "ensemble": "Worst case over {variant}, successes",
-}
-VARIANT_FORMAT = {"sparse_rs": " ({})", "square": ", {}"}  # how a variant joins those titles (default: as is)
 
 
 @dataclass
@@ -143,8 +120,7 @@ def _sort_key(label: str) -> tuple[float, str]:
 
 
 def _table_order(ident: str, attack: str) -> tuple[int, str]:
-    order = ("pixel", "sparse_rs", "fgsm", "pgd", "square", "cw", "fmn", "ensemble")
-    return (order.index(attack) if attack in order else len(order)), ident
+    return get_attack(attack).order, ident
 
 
 def build_report(results_dir: str | Path, on_error: OnError | None = warn_skipped) -> Report:
@@ -179,17 +155,17 @@ def build_report(results_dir: str | Path, on_error: OnError | None = warn_skippe
     marks = lower_bounds(evidence)
 
     tables = []
-    paper_specs = {s.attack: s for s in TABLES}
     for ident, (attack, variant, files) in sorted(groups.items(), key=lambda kv: _table_order(kv[0], kv[1][0])):
-        spec = paper_specs.get(attack) if not variant else None
-        if spec is not None:
-            key, title, z_settings = spec.key, spec.title, spec.z_settings
+        spec = get_attack(attack)
+        printed = spec.paper_table if not variant else None
+        if printed is not None:
+            key, title, z_settings = printed.key, printed.title, printed.z_settings
         else:
-            shown = VARIANT_FORMAT.get(attack, "{}").format(variant) if variant else ""
-            key, title, z_settings = ident, TITLES.get(attack, ident + " ({variant})").format(variant=shown), None
+            shown = spec.variant_format.format(variant) if variant else ""
+            key, title, z_settings = ident, (spec.title or ident + " ({variant})").format(variant=shown), None
         table = _build_table(key, title, ident, attack, files, z_settings, notes, evidence, marks)
-        if spec is not None:
-            _add_paper(table, paper.get(spec.key, {}), attack)
+        if printed is not None:
+            _add_paper(table, paper.get(printed.key, {}), printed.column)
         tables.append(table)
     if any(not r.data_official for t in tables for r in t.rows):
         notes.append("† made on data that is not the official release (e.g. the JPEG re-encoded CIFAR-10 of an "
@@ -199,8 +175,9 @@ def build_report(results_dir: str | Path, on_error: OnError | None = warn_skippe
                      "(by more than max(1, 2 std)); the robust-accuracy table gives the worst case")
     robust = worst_case(evidence)
     if any(not c.strong for cells in robust.values() for c in cells.values()):
+        strongest = ", ".join(f"{t}: {' or '.join(strongest_for(t))}" for t in THREATS if strongest_for(t))
         notes.append("≤ robust accuracy no stronger than this: none of the threat's strongest attacks was run here "
-                     "(l0: sparse_rs, linf: pgd, l2: fmn or cw, l1: fmn); run one, or an ensemble holding one")
+                     f"({strongest}); run one, or an ensemble holding one")
     points = sorted({p for cells in robust.values() for p in cells}, key=Threat.sort_key)
     robust_rows = [RobustRow(m, a, d, t, {p.label: cells[p] for p in points if p in cells})
                    for (m, d, t, a), cells in sorted(robust.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
@@ -223,8 +200,8 @@ def _build_table(key: str, title: str, ident: str, attack: str, files: list[tupl
         row.files.append(path.name)
         for setting in res["settings"]:
             agg = setting.get("aggregate") or aggregate(setting["repeats"])
-            norm = res["attack_config"].get("norm") if attack == "fmn" and setting["label"].startswith("min-") else None
-            if norm is not None:  # minimal norm: one column per budget read off the distances
+            norm, budget = _threat_of(res, setting)
+            if budget is None:  # minimal norm: one column per budget read off the distances
                 minimal_norm = norm
                 row.median_distance = median_distance(setting, norm)
                 for point, items in evidence.by_row.get(key4, {}).items():
@@ -255,19 +232,24 @@ def _build_table(key: str, title: str, ident: str, attack: str, files: list[tupl
     return Table(key, title, sorted(columns, key=_sort_key), ordered, ident, minimal_norm)
 
 
-def _point_of(res: dict[str, Any], setting: dict[str, Any]) -> Threat | None:
+def _threat_of(res: dict[str, Any], setting: dict[str, Any]) -> tuple[str, float | None]:
     spec = get_attack(res["attack"])
-    norm, budget = spec.threat(config_from_dict(spec.config_cls, dict(setting["config"]), res["attack"]))
+    return spec.threat(config_from_dict(spec.config_cls, dict(setting["config"]), res["attack"]))
+
+
+def _point_of(res: dict[str, Any], setting: dict[str, Any]) -> Threat | None:
+    norm, budget = _threat_of(res, setting)
     return None if budget is None else threat(norm, budget)
 
 
-def _add_paper(table: Table, printed_by_model: dict[str, Any], attack: str) -> None:
-    """The paper's numbers beside ours (CIFAR-10 rows only: the paper reports no other dataset)."""
+def _add_paper(table: Table, printed_by_model: dict[str, Any], column: str | None) -> None:
+    """The paper's numbers beside ours (CIFAR-10 rows only: the paper reports no other dataset);
+    ``column`` is the paper's key for every cell of a row, None for the cell's own label."""
     for row in table.rows:
         printed = printed_by_model.get(row.model, {}).get(row.act, {}) if row.dataset == "cifar10" else {}
         row.paper_avg_abs_z = printed.get("avg_abs_z")
         for label, cell in row.cells.items():
-            cell.paper = printed.get("cw" if attack == "cw" else label)
+            cell.paper = printed.get(column or label)
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:

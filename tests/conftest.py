@@ -147,3 +147,17 @@ def interrupt_run(run: Any, out: Path, data_dir: Path, stop_at: Any = lambda lab
 
     with pytest.raises(KeyboardInterrupt):
         run_attack(run, out=out, data_dir=data_dir, device="cpu", on_repeat=stop)
+
+
+@pytest.fixture
+def clean_registries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registries as they were: what a test registers, or which plugins it finds, does not leak."""
+    from robench.activations import ACTIVATIONS
+    from robench.attacks import ATTACKS
+    from robench.models import MODELS
+
+    for reg in (ACTIVATIONS, MODELS, ATTACKS):
+        monkeypatch.setattr(reg, "_items", dict(reg._items))
+        monkeypatch.setattr(reg, "_imported", dict(reg._imported))
+        monkeypatch.setattr(reg, "external", set(reg.external))
+        monkeypatch.setattr(reg, "_pending", None)

@@ -26,16 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-@pytest.fixture
-def clean_registries(monkeypatch):
-    """Registries as they were: what a test registers, or which plugins it finds, does not leak."""
-    for reg in (ACTIVATIONS, MODELS, ATTACKS):
-        monkeypatch.setattr(reg, "_items", dict(reg._items))
-        monkeypatch.setattr(reg, "_imported", dict(reg._imported))
-        monkeypatch.setattr(reg, "external", set(reg.external))
-        monkeypatch.setattr(reg, "_pending", None)
-
-
 def one_line(result, code=1):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == code, result.output

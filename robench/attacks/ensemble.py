@@ -9,6 +9,7 @@ trusting them, so a member cannot count a success the runner would not.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,22 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome, judge
+from robench.attacks.spec import BUDGET_KWARGS, AttackSpec, builtin_attack, canonical_name, default_members, get_attack, setting_label
 
 THREATS = ("l0", "linf", "l2", "l1")
-# Cheap first: a black-box DE before Sparse-RS, one gradient step before 100, FMN, then Linf's
-# gradient-free Square on what the gradients left standing (as AutoAttack's standard set ends with
-# it): a worst case made only of gradient attacks would flatter a model whose gradients are masked.
-DEFAULT_MEMBERS: dict[str, tuple[str, ...]] = {
-    "l0": ("pixel", "sparse_rs"),
-    "linf": ("fgsm", "pgd", "fmn", "square"),
-    "l2": ("pgd", "fmn", "cw"),
-    "l1": ("fmn",),
-}
-ALIASES = {"de": "pixel"}  # the DE is registered as "pixel"; "de" reads better in a member list
-# A worst case wants each member at its strongest: inside an ensemble the DE runs its best1 base with
-# per-pixel crossover (84 of 100 at 3 px on the shipped ReLU LeNet-5, against the paper scheme's 50,
-# and faster, as it stops earlier). member_options override these.
-MEMBER_DEFAULTS: dict[str, dict[str, Any]] = {"pixel": {"strategy": "best1", "crossover": "pixel"}}
+# Which attacks an ensemble holds by default, in which order (cheap first), under which aliases and
+# with which options are facts of each attack's spec (default_in, cost, aliases, member_defaults).
 
 
 @dataclass(frozen=True)
@@ -41,7 +31,7 @@ class EnsembleConfig:
     (``{"pixel": {"strategy": "best1"}}``), on top of the budget the ensemble sets."""
 
     threat: str = "l0"
-    members: tuple[str, ...] = ()  # empty: DEFAULT_MEMBERS[threat]
+    members: tuple[str, ...] = ()  # empty: the threat's default members (spec.default_members)
     pixels: int = 1
     epsilons: tuple[float, ...] = (8 / 255,)
     member_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -49,10 +39,10 @@ class EnsembleConfig:
     def __post_init__(self) -> None:
         if self.threat not in THREATS:
             raise ValueError(f"unknown threat {self.threat!r}; known: {', '.join(THREATS)}")
-        members = tuple(ALIASES.get(m, m) for m in (self.members or DEFAULT_MEMBERS[self.threat]))
+        members = tuple(canonical_name(m) for m in (self.members or default_members(self.threat)))
         object.__setattr__(self, "members", members)
         object.__setattr__(self, "epsilons", tuple(float(e) for e in self.epsilons))
-        object.__setattr__(self, "member_options", {ALIASES.get(k, k): dict(v) for k, v in self.member_options.items()})
+        object.__setattr__(self, "member_options", {canonical_name(k): dict(v) for k, v in self.member_options.items()})
         if len(set(members)) != len(members):
             raise ValueError(f"ensemble members must be distinct, got {list(members)}")
         stray = sorted(set(self.member_options) - set(members))
@@ -62,9 +52,11 @@ class EnsembleConfig:
             raise ValueError(f"pixels must be >= 1, got {self.pixels}")
         if not self.epsilons or any(not e > 0 for e in self.epsilons):
             raise ValueError(f"epsilons must be one or more budgets > 0, got {list(self.epsilons)}")
-        if "ensemble" in members:
-            raise ValueError("an ensemble cannot contain an ensemble")
-        for name in members:  # unknown names, members that cannot serve this threat, bad budgets: all fail at load
+        if not members:
+            raise ValueError(f"no registered attack joins the default {self.threat} ensemble; name its members")
+        for name in members:  # unknown names, composites, members that cannot serve this threat, bad budgets: all fail at load
+            if get_attack(name).behind is not None:
+                raise ValueError(f"an ensemble cannot contain an ensemble ({name} is one)")
             for budget in self.budgets:
                 self.member_config(name, budget)
 
@@ -73,13 +65,21 @@ class EnsembleConfig:
         return (float(self.pixels),) if self.threat == "l0" else self.epsilons
 
     def member_config(self, name: str, budget: float) -> Any:
-        from robench.attacks import get_attack  # the registry imports this module
-
         spec = get_attack(name)
         if spec.at_budget is None or self.threat not in spec.threats:
             raise ValueError(f"attack {name} cannot serve the {self.threat} threat "
                              f"({name} serves: {', '.join(spec.threats) or 'none in an ensemble'})")
-        return spec.at_budget(self.threat, budget, MEMBER_DEFAULTS.get(name, {}) | self.member_options.get(name, {}))
+        return spec.at_budget(self.threat, budget, dict(spec.member_defaults) | self.member_options.get(name, {}))
+
+
+def _threat_from_budget(options: dict[str, Any]) -> dict[str, Any]:
+    """On the command line the threat follows the budget given: linf for --eps, l0 for --pixels."""
+    if "threat" not in options:
+        if "epsilons" in options:
+            return options | {"threat": "linf"}
+        if "pixels" in options:
+            return options | {"threat": "l0"}
+    return options
 
 
 def _member_generator(generator: torch.Generator) -> torch.Generator:
@@ -97,8 +97,6 @@ def ensemble_attack(
     fooled each image (None: robust to all), and a member's own details (the DE's pixels) are kept
     for the images it broke.
     """
-    from robench.attacks import get_attack
-
     budget = config.budgets[0]
     labels = labels.to(images.device)
     n = len(images)
@@ -128,3 +126,22 @@ def ensemble_attack(
                     column[i] = value
         standing = standing[~fooled]
     return AttackOutcome(adversarial=adv, queries=queries, details={"broken_by": broken_by, **details})
+
+
+builtin_attack(AttackSpec(
+    "ensemble", EnsembleConfig, ensemble_attack,
+    settings=lambda c: [(setting_label(c.threat, b), dataclasses.replace(c, pixels=int(b)) if c.threat == "l0"
+                         else dataclasses.replace(c, epsilons=(b,))) for b in c.budgets],
+    budget=lambda c: {BUDGET_KWARGS[c.threat]: c.budgets[0]},
+    deterministic=False,  # any random member makes it random
+    threat=lambda c: (c.threat, c.budgets[0]),
+    white_box=True,  # it holds the white-box members of its threat, where there are any
+    tag=lambda c: f"-{c.threat}" + (f"-{c.pixels}px" if c.threat == "l0" else "") + "-" + "+".join(c.members),
+    variant=lambda c: f"{c.threat}-" + "+".join(c.members),
+    title="Worst case over {variant}, successes",
+    order=80,
+    behind=lambda c: c.members,
+    shorthand="eps",
+    flag_fields={"norm": "threat"},
+    fill_options=_threat_from_budget,
+))

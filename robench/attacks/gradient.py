@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from foolbox.devutils import atleast_kd, flatten
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome, EvalMode, perturbation_norms
+from robench.attacks.spec import BUDGET_KWARGS, AttackSpec, PaperTable, builtin_attack, member_options, nondefault_parts, setting_label
 
 NORMS = ("linf", "l2", "l1", "l0")  # l0 counts changed pixels (any channel), as judge() does
 
@@ -474,3 +476,89 @@ def _seeded_global_rng(generator: torch.Generator, device: torch.device, enabled
 def _cat(parts: list[Tensor], like: Tensor) -> Tensor:
     """torch.cat that also handles an empty batch (no Foolbox call, no parts)."""
     return torch.cat(parts) if parts else like.clone()
+
+
+def _one(fn: Callable[..., dict[float, Any]]) -> Any:
+    """An attack of several epsilons at once run as robench's one-setting function."""
+    def run(model, images, labels, config, generator):  # type: ignore[no-untyped-def]
+        return fn(model, images, labels, config, generator)[config.epsilons[0]]
+
+    return run
+
+
+# The gradient attacks as rows of one table: what the report, the ensembles and the option parser need
+# to know of each. Default ensembles run cheap first: one gradient step before 100, then FMN (and CW
+# for L2). The strongest per threat: PGD for Linf, FMN or CW for L2, FMN for L1 (bench/attack_strength.py).
+for _spec in (
+    AttackSpec(
+        "fgsm", FGSMConfig, _one(fgsm_attack),
+        settings=lambda c: [(f"eps={e:g}", dataclasses.replace(c, epsilons=(e,))) for e in c.epsilons],
+        budget=lambda c: {"linf_budget": c.epsilons[0]},
+        deterministic=False,  # random_start makes it random; without it repeats are identical
+        threat=lambda c: ("linf", c.epsilons[0]),
+        white_box=True,
+        threats=("linf",),
+        at_budget=lambda norm, b, o: FGSMConfig(epsilons=(b,), **member_options(o, {"epsilons"}, "fgsm")),
+        order=30,
+        paper_table=PaperTable("table3_fgsm", "Table 3: FGSM, successes (avg|Z| at eps=0.04)", ("eps=0.04",)),
+        default_in=("linf",), cost=10,
+        single_step_of="pgd",
+        shorthand="eps",
+        quick={"epsilons": (0.02, 0.08)},
+    ),
+    AttackSpec(
+        "pgd", PGDConfig, pgd_attack,
+        settings=lambda c: [(setting_label(c.norm, e), dataclasses.replace(c, epsilons=(e,))) for e in c.epsilons],
+        budget=lambda c: {BUDGET_KWARGS[c.norm]: c.epsilons[0]},
+        deterministic=False,  # random start
+        threat=lambda c: (c.norm, c.epsilons[0]),
+        white_box=True,
+        tag=lambda c: "-" + "-".join([c.norm, *nondefault_parts(c, {"norm", "epsilons", "max_batch"})]),
+        variant=lambda c: "-".join([c.norm, *nondefault_parts(c, {"norm", "epsilons", "max_batch"})]),
+        threats=("linf", "l2"),
+        at_budget=lambda norm, b, o: PGDConfig(norm=norm, epsilons=(b,), **member_options(o, {"norm", "epsilons"}, "pgd")),
+        title="PGD {variant}, successes",
+        order=40,
+        default_in=("linf", "l2"), cost=20,
+        strongest=("linf",),
+        monotone=True,
+        shorthand="eps",
+        quick={"steps": 5},
+    ),
+    AttackSpec(
+        "fmn", FMNConfig, fmn_attack,
+        settings=lambda c: [(f"min-{c.norm}" if c.epsilon is None else setting_label(c.norm, c.epsilon), c)],
+        budget=lambda c: {} if c.epsilon is None else {BUDGET_KWARGS[c.norm]: c.epsilon},
+        deterministic=True,
+        threat=lambda c: (c.norm, c.epsilon),
+        white_box=True,
+        tag=lambda c: "-" + "-".join([c.norm, *nondefault_parts(c, {"norm", "max_batch"})]),
+        variant=lambda c: "-".join([c.norm, *nondefault_parts(c, {"norm", "epsilon", "max_batch"})]),
+        threats=("linf", "l2", "l1", "l0"),
+        at_budget=lambda norm, b, o: FMNConfig(norm=norm, epsilon=b, **member_options(o, {"norm", "epsilon"}, "fmn")),
+        title="FMN {variant}: successes at each budget (from minimal distances) and median minimal distance",
+        order=70,
+        default_in=("linf", "l2", "l1"), cost=30,
+        strongest=("l2", "l1"),
+        shorthand="eps",
+        flag_fields={"eps": "epsilon"},
+        quick={"steps": 10},
+    ),
+    AttackSpec(
+        "cw", CWConfig, cw_attack,
+        settings=lambda c: [(f"l2={c.l2_budget:g}", c)],
+        budget=lambda c: {"l2_budget": c.l2_budget},
+        deterministic=True,
+        threat=lambda c: ("l2", c.l2_budget),
+        white_box=True,
+        threats=("l2",),
+        at_budget=lambda norm, b, o: CWConfig(l2_budget=b, **member_options(o, {"l2_budget"}, "cw")),
+        order=60,
+        paper_table=PaperTable("table4_cw", "Table 4: Carlini-Wagner L2, successes", column="cw"),
+        default_in=("l2",), cost=40,
+        strongest=("l2",),
+        shorthand="l2-budget",
+        quick={"steps": 10, "binary_search_steps": 2},
+    ),
+):
+    builtin_attack(_spec)

@@ -1,39 +1,32 @@
 """Command-line attack options -> the fields of an attack's config.
 
-One table says which attacks take which flag and under which config field, so ``robench attack``
-stays thin and a flag given to an attack that does not use it is a one-line error, not a silent
-no-op.
+Options are declared once, in each attack's config dataclass. A flag sets the config field of its
+name (``--crossover-rate`` -> ``crossover_rate``; ``--eps`` -> ``epsilons``, or what the attack's
+``AttackSpec.flag_fields`` says), so ``robench attack`` stays thin, and a flag given to an attack
+whose config has no such field is a one-line error that names the attacks it applies to.
+``--attack-opt KEY=VALUE`` reaches every other field, its keys checked against the same config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from typing import Any
 
 from ..errors import ConfigError
+from .spec import AttackSpec, attack_names, get_attack, registered
 
-# flag name (as the CLI spells it, minus the dashes) -> {attack: config field}
-OPTION_FIELDS: dict[str, dict[str, str]] = {
-    "pixels": {"pixel": "pixels", "sparse_rs": "pixels", "ensemble": "pixels"},
-    "population": {"pixel": "population"},
-    "generations": {"pixel": "generations"},
-    "mutation": {"pixel": "mutation"},
-    "strategy": {"pixel": "strategy"},
-    "crossover": {"pixel": "crossover"},
-    "crossover-rate": {"pixel": "crossover_rate"},
-    "queries": {"sparse_rs": "queries", "square": "queries"},
-    "p-init": {"sparse_rs": "p_init", "square": "p_init"},
-    "eps": {"fgsm": "epsilons", "pgd": "epsilons", "square": "epsilons", "ensemble": "epsilons", "fmn": "epsilon"},
-    "norm": {"pgd": "norm", "fmn": "norm", "ensemble": "threat"},
-    "steps": {"pgd": "steps", "fmn": "steps", "cw": "steps"},
-    "restarts": {"pgd": "restarts"},
-    "loss": {"pgd": "loss"},
-    "members": {"ensemble": "members"},
-    "l2-budget": {"cw": "l2_budget"},
-    "forward": {"pixel": "forward", "sparse_rs": "forward"},
-    "search-dtype": {"pixel": "search_dtype", "sparse_rs": "search_dtype"},
-    "early-stop": {"pixel": "early_stop"},
-}
+FLAG_FIELDS = {"eps": "epsilons"}  # flags whose field is not their own name, unless a spec says otherwise
+
+
+def config_fields(spec: AttackSpec) -> list[str]:
+    return [f.name for f in dataclasses.fields(spec.config_cls)]
+
+
+def flag_field(spec: AttackSpec, flag: str) -> str | None:
+    """The config field a command-line flag sets for an attack, None when its config has none."""
+    name = spec.flag_fields.get(flag) or FLAG_FIELDS.get(flag) or flag.replace("-", "_")
+    return name if name in config_fields(spec) else None
 
 
 def parse_budgets(text: str) -> tuple[float, ...]:
@@ -51,36 +44,35 @@ def attack_options(attack: str, given: dict[str, Any]) -> dict[str, Any]:
     comma-separated names. An ensemble's threat defaults to l0 when --pixels is given and to linf
     when --eps is.
     """
-    from . import get_attack
-
-    get_attack(attack)  # an unknown attack name is the error to report, not a misplaced flag
+    spec = get_attack(attack)  # an unknown attack name is the error to report, not a misplaced flag
     options: dict[str, Any] = {}
     for flag, value in given.items():
         if value is None:
             continue
-        owners = OPTION_FIELDS[flag]
-        if attack not in owners:
-            raise ConfigError(f"--{flag} applies to --attack {' or '.join(sorted(owners))}, not {attack}")
+        name = flag_field(spec, flag)
+        if name is None:
+            owners = sorted(s.name for s in registered() if flag_field(s, flag) is not None)
+            raise ConfigError(f"--{flag} applies to --attack {' or '.join(owners)}, not {attack}")
         if flag == "eps":
             value = parse_budgets(value)
-            if attack == "fmn":
+            if not name.endswith("s"):  # a field of one budget
                 if len(value) != 1:
-                    raise ConfigError("--eps takes one budget for fmn (successes at other budgets come from the report)")
+                    raise ConfigError(f"--eps takes one budget for {attack} (successes at other budgets come from the report)")
                 value = value[0]
         elif flag == "members":
             value = tuple(m.strip() for m in value.split(",") if m.strip())
-        options[owners[attack]] = value
-    if attack == "ensemble" and "threat" not in options:
-        if "epsilons" in options:
-            options["threat"] = "linf"
-        elif "pixels" in options:
-            options["threat"] = "l0"
+        options[name] = value
+    return spec.fill_options(options) if spec.fill_options is not None else options
+
+
+def check_option_keys(attack: str, options: dict[str, Any], flag: str = "--attack-opt") -> dict[str, Any]:
+    """``options`` as given, once every key is a field of the attack's config (else a one-line
+    error that lists the known keys)."""
+    known = config_fields(get_attack(attack))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{flag} {unknown[0]}: {attack} has no such option; known: {', '.join(known)}")
     return options
-
-
-# The flag ``NAME:VALUE`` sets in the Python API's short attack strings (``pixel:3``, ``fgsm:0.02,0.04``).
-SHORTHAND: dict[str, str] = {"pixel": "pixels", "sparse_rs": "pixels", "fgsm": "eps", "pgd": "eps", "square": "eps", "fmn": "eps",
-                             "cw": "l2-budget", "ensemble": "eps"}
 
 
 def parse_attack(item: Any) -> tuple[str, dict[str, Any]]:
@@ -89,18 +81,13 @@ def parse_attack(item: Any) -> tuple[str, dict[str, Any]]:
     ``"pixel"``, ``"pixel:3"``, ``"fgsm:1/255,8/255"`` (the budget, parsed as the CLI flag it stands
     for); ``("pgd", {"norm": "l2", "epsilons": [0.5]})`` or ``{"attack": "pgd", ...}`` (config fields);
     or a config object of a registered attack (``PGDConfig(...)``)."""
-    import dataclasses
-
-    from . import ATTACKS, get_attack
-
     if isinstance(item, str):
         name, sep, value = item.partition(":")
-        get_attack(name)
+        flag = get_attack(name).shorthand
         if not sep:
             return name, {}
-        if name not in SHORTHAND:
+        if flag is None:
             raise ConfigError(f"attack {name!r} has no NAME:VALUE shorthand; give it as (name, {{options}})")
-        flag = SHORTHAND[name]
         if flag == "pixels":
             try:
                 parsed: Any = int(value)
@@ -109,7 +96,7 @@ def parse_attack(item: Any) -> tuple[str, dict[str, Any]]:
         elif flag == "l2-budget":
             parsed = parse_budgets(value)
             if len(parsed) != 1:
-                raise ConfigError(f"{item!r}: cw takes one L2 budget")
+                raise ConfigError(f"{item!r}: {name} takes one L2 budget")
             parsed = parsed[0]
         else:
             parsed = value
@@ -125,7 +112,7 @@ def parse_attack(item: Any) -> tuple[str, dict[str, Any]]:
         get_attack(name)
         return name, options
     if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        owners = [n for n in ATTACKS.names() if get_attack(n).config_cls is type(item)]
+        owners = [n for n in attack_names() if get_attack(n).config_cls is type(item)]
         if len(owners) != 1:
             raise ConfigError(f"{type(item).__name__} is the config of no registered attack")
         blank = type(item)()  # only what differs from the defaults, as the command line would give it

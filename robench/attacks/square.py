@@ -19,6 +19,7 @@ whole batch).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome, EvalMode
 from robench.attacks.candidates import LOSSES, check_search_budget, forward_batch, scheduled_share
+from robench.attacks.spec import AttackSpec, builtin_attack, member_options, nondefault_parts, setting_label
 
 # The paper's schedule (AutoAttack's copy of it): iteration on a 10,000-query scale above which
 # p_init is divided by the factor, read in order; at or below the first threshold p = p_init.
@@ -141,3 +143,27 @@ def _square(clean: Tensor, current: Tensor, inside: Tensor, eps: float, generato
     one random sign per image and channel."""
     signs = _signs((*clean.shape[:2], 1, 1), generator, clean.device)
     return torch.where(inside, (clean + eps * signs).clamp(0, 1), current)
+
+
+builtin_attack(AttackSpec(
+    "square", SquareConfig, square_attack,
+    settings=lambda c: [(setting_label("linf", e), dataclasses.replace(c, epsilons=(e,))) for e in c.epsilons],
+    budget=lambda c: {"linf_budget": c.epsilons[0]},
+    deterministic=False,
+    threat=lambda c: ("linf", c.epsilons[0]),
+    white_box=False,  # the black-box check on the gradient attacks' Linf numbers
+    tag=lambda c: "".join(f"-{part}" for part in nondefault_parts(c, {"epsilons", "max_batch"})),
+    variant=lambda c: "-".join(nondefault_parts(c, {"epsilons", "max_batch"})),
+    threats=("linf",),
+    at_budget=lambda norm, b, o: SquareConfig(epsilons=(b,), **member_options(o, {"epsilons"}, "square")),
+    title="Square attack (Linf, black-box{variant}), successes",
+    variant_format=", {}",
+    order=50,
+    # Linf's gradient-free Square runs last, on what the gradients left standing (as AutoAttack's
+    # standard set ends with it): a worst case made only of gradient attacks would flatter a model
+    # whose gradients are masked.
+    default_in=("linf",),
+    cost=50,
+    shorthand="eps",
+    quick={"queries": 40},
+))
