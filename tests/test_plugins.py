@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 import robench
 from robench.activations import ACTIVATIONS
-from robench.attacks import ATTACKS, get_attack
+from robench.attacks import get_attack
 from robench.checkpoints import load_checkpoint
 from robench.cli import app
 from robench.errors import CheckpointError, ConfigError
-from robench.models import MODELS, build_model
+from robench.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -24,10 +24,11 @@ from torch import Tensor, nn
 
 from robench.attacks.base import EvalMode
 from robench.attacks.incremental import BoundStem, split_stem
+from robench.attacks.spec import AttackSpec, member_options
 from robench.pixels import paint, paint_into, pixel_records
 
 __all__ = ["BOUNDS", "COMPILE_WORTH", "FORWARDS", "INCREMENTAL_TOLERANCE", "LOSSES", "SEARCH_DTYPES", "EvalMode", "SearchForward", "check_search_budget",
-           "evaluate", "forward_batch", "paint", "pixel_records", "pixel_upper", "scheduled_share",
+           "evaluate", "few_pixel_spec", "forward_batch", "paint", "pixel_records", "pixel_upper", "scheduled_share",
            "search_forward"]
 
 # Both map any real coordinate into [0, upper]; "wrap" is periodic (upper itself maps to 0, which
@@ -60,6 +61,24 @@ def pixel_upper(shape: torch.Size | tuple[int, ...], device: torch.device) -> Te
     """Upper bounds (D,) of one candidate row for images (N, C, H, W); every lower bound is 0."""
     _, c, h, w = shape
     return torch.tensor([h - 1, w - 1] + [1.0] * c, device=device)
+
+
+def few_pixel_spec(name: str, config_cls: type, fn: Any, **facts: Any) -> AttackSpec:
+    """The spec of a black-box search over ``config.pixels`` pixels (the L0 threat), one setting
+    per run: what the DE and Sparse-RS share; ``facts`` adds the rest (title, tag, cost, ...)."""
+    return AttackSpec(
+        name, config_cls, fn,
+        settings=lambda c: [(f"{c.pixels}px", c)],
+        budget=lambda c: {"l0_budget": c.pixels},
+        deterministic=False,
+        threat=lambda c: ("l0", float(c.pixels)),
+        white_box=False,
+        threats=("l0",),
+        at_budget=lambda norm, b, o: config_cls(pixels=int(b), **member_options(o, {"pixels"}, name)),
+        default_in=("l0",),
+        shorthand="pixels",
+        **facts,
+    )
 
 
 def check_search_budget(queries: int, p_init: float, max_batch: int | None) -> None:

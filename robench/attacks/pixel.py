@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
-from robench.attacks.candidates import (BOUNDS, FORWARDS, SEARCH_DTYPES, EvalMode, evaluate, paint, pixel_records, pixel_upper,
-                                        search_forward)
+from robench.attacks.candidates import (BOUNDS, FORWARDS, SEARCH_DTYPES, EvalMode, evaluate, few_pixel_spec, paint, pixel_records,
+                                        pixel_upper, search_forward)
 from robench.attacks.candidates import forward_batch as _forward_batch
-from robench.attacks.spec import AttackSpec, PaperTable, builtin_attack, member_options
+from robench.attacks.spec import PaperTable, builtin_attack
 
 # v = base + F * (x_a -/+ x_b). "literal" is the paper's printed eq. 6, almost surely a typo:
 # its sum pushes every coordinate towards the upper bound; kept so the typo's effect can be measured.
@@ -239,27 +239,18 @@ def de_variant(c: PixelAttackConfig) -> str:
     return "-".join(parts)
 
 
-builtin_attack(AttackSpec(
+builtin_attack(few_pixel_spec(
     "pixel", PixelAttackConfig, pixel_attack,
-    settings=lambda c: [(f"{c.pixels}px", c)],
-    budget=lambda c: {"l0_budget": c.pixels},
-    deterministic=False,
-    threat=lambda c: ("l0", float(c.pixels)),
-    white_box=False,
     tag=lambda c: f"{c.pixels}px" + (f"-{de_variant(c)}" if de_variant(c) else ""),
     variant=de_variant,
-    threats=("l0",),
-    at_budget=lambda norm, b, o: PixelAttackConfig(pixels=int(b), **member_options(o, {"pixels"}, "pixel")),
     title="Few-pixel DE ({variant}), successes",
     order=10,
     paper_table=PaperTable("table2_pixel", "Table 2: few-pixel DE attack, successes"),
-    default_in=("l0",),
     cost=10,
     # A worst case wants each member at its strongest: inside an ensemble the DE runs its best1 base with
     # per-pixel crossover (84 of 100 at 3 px on the shipped ReLU LeNet-5, against the paper scheme's 50,
     # and faster, as it stops earlier). member_options override these.
     member_defaults={"strategy": "best1", "crossover": "pixel"},
     aliases=("de",),  # "de" reads better in a member list
-    shorthand="pixels",
     quick={"population": 12, "generations": 2},
 ))

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
-from robench.attacks.candidates import (FORWARDS, SEARCH_DTYPES, EvalMode, check_search_budget, evaluate, forward_batch, paint,
-                                        pixel_records, scheduled_share, search_forward)
-from robench.attacks.spec import AttackSpec, builtin_attack, member_options, nondefault_parts
+from robench.attacks.candidates import (FORWARDS, SEARCH_DTYPES, EvalMode, check_search_budget, evaluate, few_pixel_spec, forward_batch,
+                                        paint, pixel_records, scheduled_share, search_forward)
+from robench.attacks.spec import builtin_attack, nondefault_parts
 
 # The paper's L0 schedule: iteration (on a 10,000-query scale) above which p_init is divided by
 # the factor, read in order; below the first threshold p = p_init.
@@ -140,23 +140,14 @@ def sparse_rs_attack(
                          meta=fwd.meta())
 
 
-builtin_attack(AttackSpec(
+builtin_attack(few_pixel_spec(
     "sparse_rs", SparseRSConfig, sparse_rs_attack,
-    settings=lambda c: [(f"{c.pixels}px", c)],
-    budget=lambda c: {"l0_budget": c.pixels},
-    deterministic=False,
-    threat=lambda c: ("l0", float(c.pixels)),
-    white_box=False,
     tag=lambda c: "-".join([f"{c.pixels}px", *nondefault_parts(c, {"pixels", "max_batch", "forward", "search_dtype"})]),
     variant=lambda c: "-".join(nondefault_parts(c, {"pixels", "max_batch", "forward"})),
-    threats=("l0",),
-    at_budget=lambda norm, b, o: SparseRSConfig(pixels=int(b), **member_options(o, {"pixels"}, "sparse_rs")),
     title="Sparse-RS k-pixel attack{variant}, successes",
     variant_format=" ({})",
     order=20,
-    default_in=("l0",),
     cost=20,
     strongest=("l0",),
-    shorthand="pixels",
     quick={"queries": 40},
 ))
