@@ -40,13 +40,10 @@ class Evaluation:
                 for p, r in zip(self.paths, self.results) for row in summary_rows(r)]
 
     def __str__(self) -> str:
-        lines = [f"{'attack':10s} {'setting':14s} {'successes':>14s} {'rate':>6s} {'avg|Z|':>8s}"]
-        for row in self.rows():
-            z = "-" if row["avg_abs_z_mean"] is None else f"{row['avg_abs_z_mean']:.3f}"
-            lines.append(f"{row['attack']:10s} {row['setting']:14s} "
-                         f"{row['successes_mean']:7.1f} ± {row['successes_std']:4.1f} "
-                         f"{row['success_rate_mean']:6.3f} {z:>8s}")
-        return "\n".join(lines)
+        """The summary ``robench attack`` prints, for every attack, as plain text."""
+        from .rendering import SUMMARY_HEAD, aligned_text, summary_grid
+
+        return aligned_text(SUMMARY_HEAD, summary_grid((r["attack"], r) for r in self.results))
 
 
 def prepare_module(model: nn.Module, dataset: str, mean: Sequence[float] | None = None,
@@ -135,29 +132,18 @@ def report(results: str | Path | Sequence[str | Path] = "attacks", format: str =
     """The CLI's ``robench report`` tables for the results in a folder (several folders give one
     report each, in order). ``table`` prints them and returns the Report objects; ``markdown``,
     ``csv``, ``json`` and ``html`` return the text (and write it to ``out`` when given)."""
-    from .tables import RENDERERS, build_report, render_rich
+    from .rendering import check_format, render
     from .storage import atomic_write_bytes
+    from .tables import build_report
 
     folders = [results] if isinstance(results, str | Path) else list(results)
-    if format not in (*RENDERERS, "table", "html"):
-        raise ConfigError(f"unknown format {format!r}; known: table, {', '.join(RENDERERS)}, html")
+    check_format(format)
     if format == "html" and len(folders) != 1:
         raise ConfigError("an html report is one page of one results folder")
     reports = [build_report(Path(f)) for f in folders]
+    text = "".join(render(rep, format, folder) for rep, folder in zip(reports, folders))
     if format == "table":
-        from rich.console import Console
-
-        console = Console()
-        for rep in reports:
-            for item in render_rich(rep):
-                console.print(item)
         return reports if len(reports) > 1 else reports[0]
-    if format == "html":
-        from .html_report import render_html
-
-        text = render_html(reports[0], Path(folders[0]))
-    else:
-        text = "".join(RENDERERS[format](rep) for rep in reports)
     if out is not None:
         atomic_write_bytes(out, text.encode())
     return text

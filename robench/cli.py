@@ -204,7 +204,8 @@ def attack(
 ) -> None:
     """Attack a trained model and write one JSON result (resumes an interrupted run)."""
     from .attacks.options import attack_options, check_option_keys
-    from .attacks.runner import AttackRun, ResultExistsError, run_attack, summary_rows
+    from .attacks.runner import AttackRun, ResultExistsError, run_attack
+    from .rendering import SUMMARY_HEAD, summary_grid
 
     def go() -> Any:
         given = {"pixels": pixels, "population": population, "generations": generations, "mutation": mutation,
@@ -228,12 +229,10 @@ def attack(
     path, result, stored = run_guarded(go)
     table = Table(title=f"{model} {act} {dataset}: {attack} on {len(result['image_set']['indices'])} images "
                         f"(drawn {result['image_set']['drawn']})")
-    for col in ("setting", "successes", "success rate", "avg|Z_true - Z_adv|", "repeats"):
+    for col in SUMMARY_HEAD[1:]:  # the title names the attack
         table.add_column(col)
-    for row in summary_rows(result):
-        z = "-" if row["avg_abs_z_mean"] is None else f"{row['avg_abs_z_mean']:.3f} ± {row['avg_abs_z_std']:.3f}"
-        table.add_row(row["setting"], f"{row['successes_mean']:.1f} ± {row['successes_std']:.1f}",
-                      f"{row['success_rate_mean']:.3f}", z, str(row["repeats"]))
+    for row in summary_grid([(attack, result)]):
+        table.add_row(*row[1:])
     _console().print(table)
     _console().print(f"stored: {path}; pass --force to run it again" if stored else f"wrote {path}")
 
@@ -248,10 +247,10 @@ def report(
     seeds: Path = typer.Option(None, help="multi-seed result folder, e.g. attacks/seeds: adds seed statistics (html)"),
 ) -> None:
     """Tables like the paper's Tables 2-4 from stored results, with the paper's numbers beside."""
-    from .tables import RENDERERS, build_report, render_rich
+    from .rendering import check_format, render
+    from .tables import build_report
 
-    if format not in (*RENDERERS, "table", "html"):
-        _fail(f"unknown format {format!r}; known: table, {', '.join(RENDERERS)}, html")
+    run_guarded(lambda: check_format(format, out))
     if seeds is not None and format != "html":
         _fail("--seeds needs --format html (robench stats shows seed statistics alone)")
     if format == "html" and out is not None:  # the page takes seconds to draw: fail before, not after
@@ -261,19 +260,9 @@ def report(
     rep = run_guarded(lambda: build_report(results))
     if not rep.tables:
         _fail(f"no finished results in {results}")
-    if format == "table":
-        if out is not None:
-            _fail("--out needs --format markdown, csv, json or html")
-        for item in render_rich(rep):
-            _console().print(item)
-        return
-    if format == "html":
-        from .html_report import render_html
-
-        text = run_guarded(lambda: render_html(rep, results, seeds=seeds, checkpoints=checkpoints))
-    else:
-        text = RENDERERS[format](rep)
-    _emit(text, out)
+    text = run_guarded(lambda: render(rep, format, results, console=_console(), seeds=seeds, checkpoints=checkpoints))
+    if format != "table":
+        _emit(text, out)
 
 
 @app.command()
@@ -330,8 +319,9 @@ def suite(
 
     A suite with a ``train:`` section first trains the checkpoints it lacks. A cell that fails skips
     only the cells that need it; the failures are listed at the end (exit 1)."""
-    from .tables import build_report, render_rich
+    from .rendering import render
     from .suite import SuiteIncomplete, load_suite, run_suite
+    from .tables import build_report
 
     def go() -> Any:
         s = load_suite(config)
@@ -359,8 +349,7 @@ def suite(
     _console().print(f"suite {s.name}: {counts['ran']} ran, {counts['resumed']} resumed, {counts['skipped']} already done"
                      f"{failed}")
     if any(w in counts for _, w in cells):
-        for item in render_rich(run_guarded(lambda: build_report(s.results))):
-            _console().print(item)
+        render(run_guarded(lambda: build_report(s.results)), "table", console=_console())
     for cell_id, why in failures:
         print(f"robench: failed: {cell_id}: {why}", file=sys.stderr)
     if failures:
