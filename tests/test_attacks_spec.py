@@ -69,6 +69,8 @@ def test_flags_set_the_config_field_of_their_name_and_attack_opt_keys_are_checke
     assert check_option_keys("pgd", {"rel_stepsize": 0.1}) == {"rel_stepsize": 0.1}
     with pytest.raises(ConfigError, match=r"--attack-opt stepsize: pgd has no such option; known: norm, epsilons"):
         check_option_keys("pgd", {"stepsize": 0.1})
+    r = runner.invoke(app, ["models", "--known"])
+    assert r.exit_code == 0 and f"attacks: {', '.join(attack_names())}" in r.output
 
 
 @pytest.fixture(scope="module")
