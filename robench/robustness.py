@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .attacks import eps_text, get_attack
-from .attacks.spec import strongest_for
 from .attacks.metrics import mean_std
+from .attacks.spec import strongest_for
 from .config import config_from_dict
 
 # Budgets at which a minimal-norm result is read when nothing else names them (pixels for l0).
@@ -78,7 +78,7 @@ class Evidence:
     @property
     def single(self) -> bool:
         """One attack on its own, not a composite of several (an ensemble)."""
-        return self.attacks == frozenset({self.attack})
+        return self.attacks <= {self.attack}
 
 
 def result_ident(result: dict[str, Any]) -> tuple[str, Any]:

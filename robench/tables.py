@@ -26,8 +26,8 @@ import yaml
 
 from .attacks import get_attack
 from .attacks.ensemble import THREATS
-from .attacks.spec import strongest_for
 from .attacks.metrics import aggregate, gain_vs_relu, mean_std
+from .attacks.spec import strongest_for
 from .config import config_from_dict
 from .errors import ConfigError, ResultError
 from .registry import file_name_part

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome, judge
-from robench.attacks.spec import BUDGET_KWARGS, AttackSpec, builtin_attack, canonical_name, default_members, get_attack, setting_label
+from robench.attacks.spec import (BUDGET_KWARGS, AttackSpec, builtin_attack, canonical_name, default_members, get_attack,
+                                  setting_label)
 
 THREATS = ("l0", "linf", "l2", "l1")
 # Which attacks an ensemble holds by default, in which order (cheap first), under which aliases and

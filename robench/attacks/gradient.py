@@ -11,9 +11,9 @@ the model already misclassifies; ``robench.attacks.base.judge`` decides success 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,8 @@ from foolbox.devutils import atleast_kd, flatten
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome, EvalMode, perturbation_norms
-from robench.attacks.spec import BUDGET_KWARGS, AttackSpec, PaperTable, builtin_attack, member_options, nondefault_parts, setting_label
+from robench.attacks.spec import (BUDGET_KWARGS, AttackSpec, PaperTable, builtin_attack, member_options, nondefault_parts,
+                                  setting_label)
 
 NORMS = ("linf", "l2", "l1", "l0")  # l0 counts changed pixels (any channel), as judge() does
 
