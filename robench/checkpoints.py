@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import budget_text
 from .errors import CheckpointError
 from .models import ModelArgs, build_model_from_args
 from .registry import file_name_part, is_factory_spec
@@ -243,12 +244,13 @@ def _check_identity(meta: dict[str, Any], path: Path, payload: dict[str, Any]) -
 
 
 def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False, seed: int = 0,
-                       directory: Path = DEFAULT_DIR, train_images: int = 0) -> Path:
-    """``<model>-<act>-<dataset>[-aug]-s<seed>[-n<train_images>].pt``: the one place the name is made
-    (``TrainConfig.run_name`` is its stem)."""
+                       directory: Path = DEFAULT_DIR, train_images: int = 0, adv: str = "") -> Path:
+    """``<model>-<act>-<dataset>[-aug][-<adv>]-s<seed>[-n<train_images>].pt``: the one place the name is
+    made (``TrainConfig.run_name`` is its stem; ``adv`` is ``TrainConfig.adv_tag``, e.g. ``pgd0.1k10``)."""
     aug = "-aug" if augment else ""
+    adv = f"-{adv}" if adv else ""
     subset = f"-n{train_images}" if train_images else ""
-    return Path(directory) / f"{file_name_part(model)}-{file_name_part(act)}-{dataset}{aug}-s{seed}{subset}.pt"
+    return Path(directory) / f"{file_name_part(model)}-{file_name_part(act)}-{dataset}{aug}{adv}-s{seed}{subset}.pt"
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -262,6 +264,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if "pt_sha256" in meta:  # hashing a checkpoint of a few hundred KiB is cheap
         _check_binding(meta, path, hashlib.sha256(_read_bytes(path)).hexdigest())
     return meta
+
+
+def training_label(adversarial: dict[str, Any] | None) -> str:
+    """How a checkpoint was trained, for listings: ``standard``, ``pgd linf 0.1 k10 @3``,
+    ``fgsm-rs linf 8/255 k1 @5 !CO@6`` (@: the epoch it holds; !CO@: catastrophic overfitting there)."""
+    if not adversarial:
+        return "standard"
+    beta = f" b{adversarial['beta']:g}" if "beta" in adversarial else ""
+    co = adversarial.get("catastrophic_overfitting_epoch")
+    return (f"{adversarial['method']} {adversarial['norm']} {budget_text(adversarial['eps'])} k{adversarial['steps']}"
+            f"{beta} @{adversarial.get('kept_epoch')}" + (f" !CO@{co}" if co is not None else ""))
 
 
 def checkpoint_files(directory: str | Path = DEFAULT_DIR) -> list[Path]:
@@ -282,6 +295,7 @@ def list_checkpoints(directory: str | Path = DEFAULT_DIR) -> list[dict[str, Any]
                 "model": args["name"], "act": args["act"], "dataset": meta["dataset"],
                 "epochs": cfg.get("epochs"), "seed": cfg.get("seed"), "augment": cfg.get("augment"),
                 "test_accuracy": meta.get("clean_test_accuracy"), "data_official": meta.get("provenance", {}).get("data_official"),
+                "training": training_label(meta.get("adversarial")), "robust_accuracy": meta.get("robust_accuracy"),
             }
         except (CheckpointError, KeyError, TypeError, json.JSONDecodeError) as err:
             row["error"] = str(err)

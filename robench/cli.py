@@ -94,6 +94,13 @@ def train(
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(0.05),
     act_opt: list[str] = typer.Option(None, "--act-opt", help="activation option KEY=VALUE (repeatable)"),
+    adv: str = typer.Option("none", help="adversarial training: none, pgd (Madry), trades or fgsm-rs (Wong)"),
+    adv_eps: str = typer.Option(None, help="adversarial budget, e.g. 8/255 (default 8/255; MNIST 0.3)"),
+    adv_steps: int = typer.Option(0, help="inner attack steps (default 10; MNIST 40; fgsm-rs 1)"),
+    adv_step_size: str = typer.Option(None, help="inner step size (default 2.5 eps / steps, 0.01 at MNIST's "
+                                                 "0.3; fgsm-rs 1.25 eps)"),
+    trades_beta: float = typer.Option(6.0, help="trades: weight of the KL term"),
+    adv_norm: str = typer.Option("linf", help="adversarial threat model: linf or l2"),
     config: Path = typer.Option(None, help="YAML TrainConfig; command-line options are ignored when given"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     out: Path = typer.Option(None, help="checkpoint path (default checkpoints/<model>-<act>-<dataset>[-aug]-s<seed>.pt)"),
@@ -102,22 +109,32 @@ def train(
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Train a model with a chosen activation and write a checkpoint with its JSON sidecar."""
+    from .attacks.options import parse_budgets
     from .config import TrainConfig, config_from_dict, load_yaml
     from .train import train as run_train
+
+    def one_budget(text: str | None, flag: str) -> float:
+        values = parse_budgets(text) if text is not None else (0.0,)
+        if len(values) != 1:
+            raise ConfigError(f"{flag} takes one number or fraction, got {text!r}")
+        return values[0]
 
     def go() -> Any:
         if config is not None:
             cfg = config_from_dict(TrainConfig, load_yaml(config), str(config))
         else:
             cfg = TrainConfig(model=model, act=act, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
-                              augment=augment, seed=seed, act_options=parse_act_options(act_opt))
+                              augment=augment, seed=seed, act_options=parse_act_options(act_opt), adv=adv,
+                              adv_norm=adv_norm, adv_eps=one_budget(adv_eps, "--adv-eps"), adv_steps=adv_steps,
+                              adv_step_size=one_budget(adv_step_size, "--adv-step-size"), trades_beta=trades_beta)
         return run_train(cfg, out=out, data_dir=data_dir, device=device, show_progress=not quiet, force=force)
 
     result = run_guarded(go)
     resumed = f" (resumed after epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""
+    robust = "" if result.robust_accuracy is None else f", held-out PGD-10 accuracy {result.robust_accuracy:.4f}"
     _console().print(
         f"{result.path}: clean test accuracy {result.test_accuracy:.4f} "
-        f"(error {100 * (1 - result.test_accuracy):.2f} %), {result.wall_time_s:.0f} s{resumed}"
+        f"(error {100 * (1 - result.test_accuracy):.2f} %){robust}, {result.wall_time_s:.0f} s{resumed}"
     )
     if result.stored:
         _console().print(f"stored: {result.path} was already trained with this config; pass --force to train it again")
@@ -147,15 +164,16 @@ def models(
         _console().print(f"no checkpoints in {directory}")
         return
     table = Table(title=f"checkpoints in {directory}")
-    for col in ("file", "model", "act", "dataset", "epochs", "seed", "aug", "test acc", "official data", "KiB"):
+    for col in ("file", "model", "act", "dataset", "epochs", "seed", "aug", "training", "test acc", "robust acc",
+                "official data", "KiB"):
         table.add_column(col)
     for r in rows:
         if "error" in r:
-            table.add_row(r["file"], f"[red]{r['error']}[/red]", *[""] * 7, str(r["size_kib"]))
+            table.add_row(r["file"], f"[red]{r['error']}[/red]", *[""] * 9, str(r["size_kib"]))
             continue
-        acc = f"{r['test_accuracy']:.4f}" if r.get("test_accuracy") is not None else "-"
+        acc, robust = (f"{r[k]:.4f}" if r.get(k) is not None else "-" for k in ("test_accuracy", "robust_accuracy"))
         table.add_row(r["file"], r["model"], r["act"], r["dataset"], str(r["epochs"]), str(r["seed"]),
-                      str(r["augment"]), acc, str(r["data_official"]), str(r["size_kib"]))
+                      str(r["augment"]), r["training"], acc, robust, str(r["data_official"]), str(r["size_kib"]))
     _console().print(table)
 
 

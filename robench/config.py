@@ -66,6 +66,17 @@ def dump_yaml(path: str | Path, config: Any) -> None:
     atomic_write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
 
 
+def budget_text(eps: float, over: str = "/") -> str:
+    """A budget as people write it: ``8/255`` (``8of255`` in file names) when it is a whole number
+    of 8-bit steps, else ``0.1``."""
+    steps = round(eps * 255)
+    return f"{steps}{over}255" if steps >= 1 and abs(eps * 255 - steps) < 1e-6 else f"{eps:g}"
+
+
+ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")  # adversarial training (robench/adversarial.py)
+ADV_NORMS = ("linf", "l2")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Defaults are the schedule the shipped LeNet5/MLP checkpoints used.
@@ -90,8 +101,18 @@ class TrainConfig:
     # Train on the first N training images only (0: all of them): for a toy run of a big grid on a
     # CPU (bench/gpu_paper.sh --toy). The checkpoint's name ends in -n<N>, so it never passes for a full run.
     train_images: int = field(default=0, metadata={"omit_at_default": True})
+    # Adversarial training (robench/adversarial.py). "none" is standard training, and a sidecar
+    # stored before these fields existed reads as that. 0 means "the default for this dataset and
+    # method" (SPEC section 7), filled in here so that a stored config names every value it used.
+    adv: str = field(default="none", metadata={"omit_at_default": True})  # none, pgd, trades or fgsm-rs
+    adv_norm: str = field(default="linf", metadata={"omit_at_default": True})
+    adv_eps: float = field(default=0.0, metadata={"omit_at_default": True})
+    adv_steps: int = field(default=0, metadata={"omit_at_default": True})
+    adv_step_size: float = field(default=0.0, metadata={"omit_at_default": True})
+    trades_beta: float = field(default=6.0, metadata={"omit_at_default": True})
 
     def __post_init__(self) -> None:
+        self._check_adversarial()
         if self.train_images < 0:
             raise ValueError(f"train_images must be >= 0 (0: all), got {self.train_images}")
         if 0 < self.train_images < self.batch_size:
@@ -105,10 +126,50 @@ class TrainConfig:
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ValueError("weight_decay must be >= 0 and momentum in [0, 1)")
 
+    def _check_adversarial(self) -> None:
+        """Validate the adversarial fields and fill their per-dataset defaults (SPEC section 7):
+        eps 0.3 (MNIST) or 8/255, K 40 (MNIST) or 10, step 0.01 at MNIST's 0.3 and else 2.5 eps / K
+        (2/255 at 8/255); FGSM-RS one step of 1.25 eps."""
+        if self.adv not in ADV_METHODS:
+            raise ValueError(f"adv must be one of {', '.join(ADV_METHODS)}, got {self.adv!r}")
+        if self.adv_norm not in ADV_NORMS:
+            raise ValueError(f"adv_norm must be one of {', '.join(ADV_NORMS)}, got {self.adv_norm!r}")
+        if self.adv_eps < 0 or self.adv_steps < 0 or self.adv_step_size < 0 or self.trades_beta < 0:
+            raise ValueError("adv_eps, adv_steps, adv_step_size and trades_beta must be >= 0")
+        if self.adv == "none":
+            if (self.adv_eps, self.adv_steps, self.adv_step_size, self.adv_norm) != (0.0, 0, 0.0, "linf"):
+                raise ValueError("adv_eps, adv_steps, adv_step_size and adv_norm need adv (pgd, trades or fgsm-rs)")
+            return
+        if self.trades_beta != 6.0 and self.adv != "trades":
+            raise ValueError(f"trades_beta applies to adv=trades, not {self.adv}")
+        if self.adv == "fgsm-rs" and self.adv_steps not in (0, 1):
+            raise ValueError(f"fgsm-rs takes one step, got adv_steps={self.adv_steps}")
+        mnist = self.dataset == "mnist"
+        eps = self.adv_eps or (0.3 if mnist else 8 / 255)
+        steps = 1 if self.adv == "fgsm-rs" else self.adv_steps or (40 if mnist else 10)
+        if self.adv == "fgsm-rs":
+            step = 1.25 * eps
+        else:
+            step = 0.01 if mnist and eps == 0.3 and steps == 40 else 2.5 * eps / steps
+        for name, value in (("adv_eps", eps), ("adv_steps", steps), ("adv_step_size", self.adv_step_size or step)):
+            object.__setattr__(self, name, value)  # frozen: the defaults are filled once, here
+
+    @property
+    def adv_tag(self) -> str:
+        """How the run was trained, for its file name: ``""`` (standard), ``pgd0.1k10``,
+        ``trades8of255k10b6``, ``fgsmrs8of255``, with ``l2`` after the budget for L2."""
+        if self.adv == "none":
+            return ""
+        eps = budget_text(self.adv_eps, over="of")
+        norm = "l2" if self.adv_norm == "l2" else ""
+        k = "" if self.adv == "fgsm-rs" else f"k{self.adv_steps}"
+        beta = f"b{self.trades_beta:g}" if self.adv == "trades" else ""
+        return f"{self.adv.replace('-', '')}{eps}{norm}{k}{beta}"
+
     @property
     def run_name(self) -> str:
-        """``<model>-<act>-<dataset>[-aug]-s<seed>[-n<train_images>]``: the checkpoint's file stem."""
+        """``<model>-<act>-<dataset>[-aug][-<adv_tag>]-s<seed>[-n<train_images>]``: the checkpoint's file stem."""
         from .checkpoints import default_checkpoint
 
         return default_checkpoint(self.model, self.act, self.dataset, self.augment, self.seed,
-                                  train_images=self.train_images).stem
+                                  train_images=self.train_images, adv=self.adv_tag).stem

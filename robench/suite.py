@@ -67,19 +67,22 @@ class SuiteConfig:
             config_from_dict(TrainConfig, dict(self.train), "train")  # invalid schedules fail at load
 
     def checkpoint(self, model: str, act: str, train_seed: int) -> Path:
-        train = self.train or {}
-        return default_checkpoint(model, act, self.dataset, augment=bool(train.get("augment", False)), seed=train_seed,
-                                  directory=Path(self.checkpoints), train_images=int(train.get("train_images", 0)))
+        """The checkpoint a cell attacks: its training run's name (augmentation, adversarial training and a
+        subset show in it) when the suite trains, else the standard run's."""
+        if self.train is None:
+            return default_checkpoint(model, act, self.dataset, seed=train_seed, directory=Path(self.checkpoints))
+        return Path(self.checkpoints) / f"{self.train_config(model, act, train_seed).run_name}.pt"
+
+    def train_config(self, model: str, act: str, train_seed: int) -> TrainConfig:
+        return config_from_dict(TrainConfig, {**(self.train or {}), "model": model, "act": act, "dataset": self.dataset,
+                                              "seed": train_seed})
 
     def trainings(self) -> list[tuple[TrainConfig, Path]]:
         """The training run behind every checkpoint the grid needs (empty without ``train:``)."""
         if self.train is None:
             return []
-        return [
-            (config_from_dict(TrainConfig, {**self.train, "model": m, "act": a, "dataset": self.dataset, "seed": s}),
-             self.checkpoint(m, a, s))
-            for m in self.models for a in self.acts for s in self.train_seeds
-        ]
+        return [(self.train_config(m, a, s), self.checkpoint(m, a, s))
+                for m in self.models for a in self.acts for s in self.train_seeds]
 
     def cells(self) -> list[Cell]:
         """The suite's graph: training cells, then attack cells (each needing its checkpoint's training

@@ -137,3 +137,13 @@ def test_ctrl_c_on_workers_keeps_finished_repeats(ckdir, tmp_path):
     kept = [read_result(p) for p in results.glob("*.json")]
     assert kept and all(r["status"] == "partial" and 1 <= len(r["settings"][0]["repeats"]) < 50 for r in kept)
     assert not list(results.glob("*.json.lock"))
+
+
+def test_an_adversarially_trained_grid_names_its_checkpoints_by_how_they_were_trained(tmp_path):
+    suite = load_suite(write_suite(tmp_path / "s.yaml", tmp_path / "ck", [0, 1], [FGSM],
+                                   train={"epochs": 1, "adv": "pgd", "adv_eps": 0.1, "adv_steps": 10}))
+    names = [path.name for _, path in suite.trainings()]
+    assert names == ["lenet5-relu-cifar10-pgd0.1k10-s0.pt", "lenet5-relu-cifar10-pgd0.1k10-s1.pt"]
+    assert {run.checkpoint for run in suite.runs()} == {str(tmp_path / "ck" / n) for n in names}
+    plain = load_suite(write_suite(tmp_path / "p.yaml", tmp_path / "ck", [0], [FGSM], train={"augment": True}))
+    assert plain.trainings()[0][1].name == "lenet5-relu-cifar10-aug-s0.pt"
