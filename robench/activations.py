@@ -135,6 +135,70 @@ _fixed("leaky_relu", F.leaky_relu)
 _fixed("elu", F.elu)
 _fixed("tanh", torch.tanh)
 _fixed("sigmoid", torch.sigmoid)
+# The smooth activations of Smooth Adversarial Training (Xie et al. 2020)
+_fixed("silu", F.silu)  # x * sigmoid(x): swish at beta = 1
+_fixed("gelu", F.gelu)  # x * Phi(x), the exact (erf) form
+_fixed("softplus", F.softplus)  # log(1 + e^x)
+
+
+# --- learnable smooth units (Dai, Mahloujifar & Mittal 2022) ------------------------------------
+# One scalar of each parameter per layer (robench's factory builds one module per layer); Dai et al.
+# share one scalar per network. Constraints hold by construction: a = exp(log_a) > 0, and
+# b = B_MAX * sigmoid(b_logit) in (0, B_MAX), so no optimiser step can leave the allowed range.
+
+PSSILU_B_MAX = 0.9  # b -> 1 divides by 1 - b -> 0; Dai et al. keep b in [0, 1)
+
+
+def _positive(name: str, value: float) -> Tensor:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return torch.tensor(float(value)).log()
+
+
+class PSoftplus(Activation):
+    """Parametric softplus: softplus(a x) / a with a learnable a > 0 (init 1: softplus). As a grows
+    it tends to ReLU (within log(2) / a), as a shrinks to x / 2 + log(2) / a."""
+
+    def __init__(self, channels: int, a: float = 1.0) -> None:
+        super().__init__(channels)
+        self.log_a = nn.Parameter(_positive("psoftplus a", a))
+
+    @property
+    def a(self) -> Tensor:
+        return self.log_a.exp()
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.a
+        return F.softplus(a * x) / a
+
+
+class PSSiLU(Activation):
+    """Parametric shifted SiLU (Dai et al. 2022): x (sigmoid(a x) - b) / (1 - b), a > 0 and b in
+    [0, 1) learnable. As b -> 0 it is x sigmoid(a x) = silu(a x) / a; b = 0.5 makes it even, x tanh(a x / 2),
+    with positive outputs for negative inputs. Init a = 1, b = 0.25; b stays in (0, PSSILU_B_MAX)."""
+
+    def __init__(self, channels: int, a: float = 1.0, b: float = 0.25) -> None:
+        super().__init__(channels)
+        if not 0 < b < PSSILU_B_MAX:
+            raise ValueError(f"pssilu b must be in (0, {PSSILU_B_MAX}), got {b}")
+        self.log_a = nn.Parameter(_positive("pssilu a", a))
+        self.b_logit = nn.Parameter(torch.logit(torch.tensor(b / PSSILU_B_MAX, dtype=torch.float64)).float())
+
+    @property
+    def a(self) -> Tensor:
+        return self.log_a.exp()
+
+    @property
+    def b(self) -> Tensor:
+        return PSSILU_B_MAX * torch.sigmoid(self.b_logit)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = self.b
+        return x * (torch.sigmoid(self.a * x) - b) / (1 - b)
+
+
+register_activation("psoftplus")(PSoftplus)
+register_activation("pssilu")(PSSiLU)
 
 
 class PReLU(Activation):

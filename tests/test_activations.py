@@ -240,3 +240,78 @@ def test_curve_and_state():
     torch.testing.assert_close(curve[0], torch.relu(grid))
     state = activation_state(model)
     assert state["0"]["a_pos"][0] == [1.0] and set(state["2"]) == {"a"}
+
+
+# --- smooth and learnable smooth units (Xie et al. 2020; Dai et al. 2022) ---------------------
+
+
+def test_smooth_fixed_units_are_torchs():
+    x = torch.linspace(-6, 6, 49).reshape(-1, 1)
+    torch.testing.assert_close(build_activation("silu", 1)(x), x * torch.sigmoid(x))
+    torch.testing.assert_close(build_activation("gelu", 1)(x), x * 0.5 * (1 + torch.erf(x / 2 ** 0.5)))
+    torch.testing.assert_close(build_activation("softplus", 1)(x), torch.log1p(torch.exp(x)))
+    for name in ("silu", "gelu", "softplus"):
+        assert not list(build_activation(name, 3).parameters()), name
+
+
+def test_psoftplus_is_softplus_at_init_and_tends_to_relu():
+    x = torch.linspace(-5, 5, 101).reshape(-1, 1)
+    act = build_activation("psoftplus", 1)
+    torch.testing.assert_close(act(x), torch.nn.functional.softplus(x))
+    assert [n for n, _ in act.named_parameters()] == ["log_a"]
+    for a in (10.0, 100.0, 1000.0):
+        gap = (build_activation("psoftplus", 1, a=a)(x) - torch.relu(x)).abs().max()
+        assert 0 < gap <= torch.log(torch.tensor(2.0)) / a + 1e-6
+    with pytest.raises(ValueError, match="psoftplus a must be > 0"):
+        build_activation("psoftplus", 1, a=0.0)
+
+
+def test_pssilu_matches_its_definition_and_limits():
+    x = torch.linspace(-5, 5, 101).reshape(-1, 1)
+    act = build_activation("pssilu", 1, a=2.0, b=0.3)
+    torch.testing.assert_close(act(x), x * (torch.sigmoid(2 * x) - 0.3) / 0.7)
+    near_zero = build_activation("pssilu", 1, a=1.5, b=1e-6)  # b -> 0: silu(a x) / a
+    torch.testing.assert_close(near_zero(x), torch.nn.functional.silu(1.5 * x) / 1.5, atol=1e-5, rtol=0)
+    half = build_activation("pssilu", 1, b=0.5)  # even: positive output for negative inputs
+    torch.testing.assert_close(half(x), half(-x))
+    assert (half(x[x.abs() > 0.05].reshape(-1, 1)) > 0).all()
+    for bad in ({"b": 0.0}, {"b": 0.95}, {"a": -1.0}):
+        with pytest.raises(ValueError, match="pssilu"):
+            build_activation("pssilu", 1, **bad)
+
+
+def test_learnable_smooth_units_keep_their_constraints_whatever_the_parameters():
+    for raw in (-60.0, 60.0):
+        act = build_activation("pssilu", 1)
+        with torch.no_grad():
+            act.log_a.fill_(raw / 10)
+            act.b_logit.fill_(raw)
+        assert act.a > 0 and 0 <= float(act.b) < 1
+        y = act(torch.linspace(-3, 3, 13).reshape(-1, 1))
+        assert torch.isfinite(y).all()
+
+
+def test_learnable_smooth_units_train():
+    """A few steps toward a target move every parameter (each gets a gradient)."""
+    x = torch.linspace(-3, 3, 61).reshape(-1, 1)
+    for name in ("psoftplus", "pssilu"):
+        act = build_activation(name, 1)
+        before = {n: p.detach().clone() for n, p in act.named_parameters()}
+        opt = torch.optim.SGD(act.parameters(), lr=0.1)
+        for _ in range(5):
+            opt.zero_grad()
+            ((act(x) - x.abs()) ** 2).mean().backward()
+            opt.step()
+        assert all(not torch.equal(before[n], p) for n, p in act.named_parameters()), name
+
+
+@pytest.mark.parametrize("name,options", [("psoftplus", {"a": 1.7}), ("pssilu", {"a": 1.3, "b": 0.4}),
+                                          ("silu", {}), ("gelu", {}), ("softplus", {})])
+def test_smooth_units_gradcheck_float64(name, options):
+    act = build_activation(name, 3, **options).double()
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=g) * 2).requires_grad_()
+    assert gradcheck(lambda x: act(x), (x,), eps=1e-6, atol=1e-5)
+    for p in list(act.parameters()):
+        assert gradcheck(lambda v, p=p: _with_param(act, p, v, x.detach()), (p.detach().clone().requires_grad_(),),
+                         eps=1e-6, atol=1e-5)

@@ -25,7 +25,7 @@ def test_train_then_list(fake_data, tmp_path):
 
 @pytest.mark.parametrize("args,msg", [
     (["train", "--model", "vgg"], "unknown model 'vgg'"),
-    (["train", "--act", "gelu"], "unknown activation 'gelu'"),
+    (["train", "--act", "mish"], "unknown activation 'mish'"),
     (["train", "--dataset", "svhn"], "unknown dataset 'svhn'"),
     (["train", "--epochs", "0"], "epochs must be >= 1"),
     (["train", "--act-opt", "nonsense"], "KEY=VALUE"),
