@@ -10,6 +10,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,15 +110,14 @@ def train(
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Train a model with a chosen activation and write a checkpoint with its JSON sidecar."""
-    from .attacks.options import parse_budgets
     from .config import TrainConfig, config_from_dict, load_yaml
     from .train import train as run_train
 
     def one_budget(text: str | None, flag: str) -> float:
-        values = parse_budgets(text) if text is not None else (0.0,)
-        if len(values) != 1:
-            raise ConfigError(f"{flag} takes one number or fraction, got {text!r}")
-        return values[0]
+        try:  # no attack module is imported for this: training needs none
+            return float(Fraction(text)) if text is not None else 0.0
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"{flag} takes one number or fraction (8/255), got {text!r}") from None
 
     def go() -> Any:
         if config is not None:

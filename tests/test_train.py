@@ -290,7 +290,7 @@ def test_train_cli_adversarial_flags_and_models_listing(fake_data, tmp_path, mon
     assert meta["train_config"]["adv_eps"] == pytest.approx(26 / 255) and meta["adversarial"]["steps"] == 2
     listing = runner.invoke(app, ["models"])
     assert listing.exit_code == 0 and "pgd linf 26/255 k2 @1" in listing.output
-    for bad, message in ((["--adv-eps", "x/2"], "--eps takes"), (["--adv-eps", "0.1,0.2"], "--adv-eps takes one"),
+    for bad, message in ((["--adv-eps", "x/2"], "--adv-eps takes one"), (["--adv-step-size", "0.1,0.2"], "--adv-step-size takes one"),
                          (["--adv", "free"], "adv must be one of")):
         failed = runner.invoke(app, args[:-6] + ["--adv", "pgd", "--adv-eps", "0.1"] + bad)
         assert failed.exit_code == 1 and failed.output.count("\n") == 1 and message in failed.output, failed.output
