@@ -110,12 +110,17 @@ def seed_from_tag(tag: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+ADV_KEYS = ("adv", "adv_norm", "adv_eps", "adv_steps", "adv_step_size", "trades_beta")
+
+
 def _schedule(cfg: dict[str, Any]) -> str:
     text = f"{cfg.get('epochs')} ep, bs {cfg.get('batch_size')}, lr {cfg.get('lr')}"
     if cfg.get("augment"):
         text += ", D-A"
     if cfg.get("train_images"):
         text += f", first {cfg['train_images']} train images"
+    if cfg.get("adv", "none") != "none":  # an adversarially trained model is never a standard one's seed
+        text += ", " + " ".join(f"{k} {cfg.get(k)}" for k in ADV_KEYS if k in cfg)
     if cfg.get("act_options"):
         text += ", " + json.dumps(cfg["act_options"], sort_keys=True)
     return text

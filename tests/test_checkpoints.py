@@ -109,7 +109,11 @@ def test_shipped_checkpoints_load():
         pytest.skip("no shipped checkpoints in this checkout")
     for path in shipped:
         ck = load_checkpoint(path)
-        assert ck.meta["clean_test_accuracy"] > 0.6, path
+        if "adversarial" in ck.meta:  # robust training costs clean accuracy (LeNet-5/CIFAR-10 FGSM-RS: about 51 %)
+            assert ck.meta["clean_test_accuracy"] > 0.45 and ck.meta["robust_accuracy"] > 0.2, path
+            assert ck.meta["adversarial"]["kept_epoch"] == ck.meta["adversarial"]["best_epoch"], path  # not a -last twin
+        else:
+            assert ck.meta["clean_test_accuracy"] > 0.6, path
         assert path.stat().st_size < 2 * 1024 * 1024
 
 

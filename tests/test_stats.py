@@ -203,3 +203,17 @@ def test_minimal_norm_results_give_a_median_distance_per_seed(tmp_path):
     (relu,) = [g for g in groups if g.act == "relu"]
     assert relu.metric == "fmn min-l2 median distance" and relu.values == {0: 0.2, 1: 0.5}
     assert not [g for g in groups if g.act == "sapl"] and any("under half" in n for n in notes)
+
+
+def test_adversarially_trained_checkpoints_are_never_grouped_with_standard_seeds(tmp_path):
+    fake_checkpoint(tmp_path, "lenet5", "relu", 0, 31.0)  # the same schedule and seed as the defended one below
+    meta = json.loads((tmp_path / "lenet5-relu-cifar10-s0.json").read_text())
+    meta["clean_test_error_pct"] = 49.0
+    meta["train_config"] |= {"adv": "fgsm-rs", "adv_eps": 8 / 255, "adv_steps": 1, "adv_step_size": 10 / 255}
+    adv = tmp_path / "lenet5-relu-cifar10-fgsmrs8of255-s0.json"
+    adv.write_text(json.dumps(meta))
+    adv.with_suffix(".pt").write_bytes(b"")
+    groups, notes = checkpoint_groups(tmp_path)
+    errors = [g for g in groups if g.metric == "clean error %"]
+    assert not notes and sorted(g.values[0] for g in errors) == [31.0, 49.0]
+    assert sum("adv fgsm-rs" in g.schedule for g in errors) == 1
