@@ -87,28 +87,34 @@ def test_same_seed_same_weights(fake_data, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def _interrupt_then_resume(monkeypatch, cfg, out, data_dir, step, call):
+    """Train ``cfg`` to ``out``, killed at the ``call``-th call of ``robench.train.<step>``, then run
+    the same command again; returns the second run's result."""
+    import robench.train as tr
+
+    calls = {"n": 0}
+    real = getattr(tr, step)
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr, step, flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=out, data_dir=data_dir, device="cpu")
+    assert resume_path(out).exists() and not out.exists()
+    monkeypatch.setattr(tr, step, real)
+    return train(cfg, out=out, data_dir=data_dir, device="cpu")
+
+
 def test_interrupted_training_resumes_to_the_same_result(fake_data, tmp_path, monkeypatch):
     cfg = _cfg(model="mlp", act="relu", dataset="mnist", epochs=3, act_options={})
     full = train(cfg, out=tmp_path / "full.pt", data_dir=fake_data, device="cpu")
 
-    import robench.train as tr
-
-    calls = {"n": 0}
-    real = tr.accuracy
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # die during epoch 2's evaluation
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tr, "accuracy", flaky)
     out = tmp_path / "part.pt"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, out=out, data_dir=fake_data, device="cpu")
-    assert resume_path(out).exists() and not out.exists()
-    monkeypatch.setattr(tr, "accuracy", real)
-    resumed = train(cfg, out=out, data_dir=fake_data, device="cpu")
+    resumed = _interrupt_then_resume(monkeypatch, cfg, out, fake_data, "accuracy", 2)  # dies in epoch 2's evaluation
     assert resumed.resumed_from_epoch == 1
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
     sa, sb = load_checkpoint(full.path).model.state_dict(), load_checkpoint(out).model.state_dict()
@@ -245,24 +251,8 @@ def test_catastrophic_overfitting_warns_flags_and_keeps_the_best_epoch(fake_data
 def test_interrupted_adversarial_training_resumes_bit_identical(fake_data, tmp_path, monkeypatch):
     cfg = _adv(adv="trades", epochs=3)
     full = train(cfg, out=tmp_path / "full.pt", data_dir=fake_data, device="cpu")
-
-    import robench.train as tr
-
-    calls = {"n": 0}
-    real = tr.robust_accuracy
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # die during epoch 3's held-out check: epochs 1-2 (and the best so far) are in the resume file
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tr, "robust_accuracy", flaky)
-    out = tmp_path / "part.pt"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, out=out, data_dir=fake_data, device="cpu")
-    monkeypatch.setattr(tr, "robust_accuracy", real)
-    resumed = train(cfg, out=out, data_dir=fake_data, device="cpu")
+    # killed in epoch 3's held-out check: epochs 1-2 (and the best so far) are in the resume file
+    resumed = _interrupt_then_resume(monkeypatch, cfg, tmp_path / "part.pt", fake_data, "robust_accuracy", 3)
     assert resumed.resumed_from_epoch == 2
     strip = ("epoch_s",)
     assert ([{k: v for k, v in h.items() if k not in strip} for h in resumed.history]
