@@ -132,3 +132,28 @@ def test_robust_accuracy_counts_only_images_right_before_and_after():
 ])
 def test_catastrophic_overfitting_rule(history, expected):
     assert collapsed(history) is expected
+
+
+@pytest.mark.slow
+def test_the_shipped_pgd_trained_mlp_is_robust_where_the_standard_one_is_not():
+    """On 200 real MNIST test images, PGD-10 at the training eps (0.1): the defended MLP keeps most of
+    its accuracy, the standard one (same architecture and activation) loses most of it."""
+    import os
+    from pathlib import Path
+
+    from robench.checkpoints import load_checkpoint
+    from robench.data import load_split, to_float
+
+    root = os.environ.get("ROBENCH_DATA")
+    defended, standard = Path("checkpoints/mlp-relu-mnist-pgd0.1k10-s0.pt"), Path("checkpoints/mlp-relu-mnist-s0.pt")
+    if not root or not os.path.isdir(os.path.join(root, "MNIST")) or not defended.exists():
+        pytest.skip("offline MNIST or the shipped checkpoints not here")
+    split, _ = load_split("mnist", train=False, data_dir=root)
+    x, y = to_float(split.images[:200]), split.labels[:200]
+    robust = {}
+    for path in (defended, standard):
+        clean, robust[path] = robust_accuracy(load_checkpoint(path).model, x, y, eval_threat(0.1, "linf"),
+                                              torch.Generator().manual_seed(0))
+        assert clean > 0.95, path
+    assert robust[defended] > 0.8 and robust[standard] < 0.5
+    assert robust[defended] == pytest.approx(load_checkpoint(defended).meta["robust_accuracy"], abs=0.06)
