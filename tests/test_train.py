@@ -278,6 +278,8 @@ def test_train_cli_adversarial_flags_and_models_listing(fake_data, tmp_path, mon
     assert "held-out PGD-10 accuracy" in done.output
     meta = json.loads((tmp_path / "checkpoints" / "mlp-relu-mnist-pgd26of255k2-s0.json").read_text())
     assert meta["train_config"]["adv_eps"] == pytest.approx(26 / 255) and meta["adversarial"]["steps"] == 2
+    again = runner.invoke(app, args)  # the defaults filled in compare equal to the stored config: nothing reruns
+    assert again.exit_code == 0 and "stored:" in again.output, again.output
     listing = runner.invoke(app, ["models"])
     assert listing.exit_code == 0 and "pgd linf 26/255 k2 @1" in listing.output
     for bad, message in ((["--adv-eps", "x/2"], "--adv-eps takes one"), (["--adv-step-size", "0.1,0.2"], "--adv-step-size takes one"),
