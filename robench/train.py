@@ -236,6 +236,7 @@ def _train(config: TrainConfig, out: Path, data_dir: str | Path | None, dev: tor
     meta = {
         "train_config": config_to_dict(config),
         "provenance": prov.to_dict(),
+        **_accuracies(history[-1]),
         "activations_init": _rounded(init_state),
         "history": history,
         "device": str(dev),
@@ -247,11 +248,11 @@ def _train(config: TrainConfig, out: Path, data_dir: str | Path | None, dev: tor
     if adversarial:
         summary = _adversarial_summary(config, history, best)
         save_checkpoint(last_path(out), model, args, config.dataset,
-                        _accuracies(kept) | meta | {"adversarial": summary | {"kept_epoch": kept["epoch"]}})
+                        meta | {"adversarial": summary | {"kept_epoch": kept["epoch"]}})
         kept = history[best.epoch - 1]
         model.load_state_dict(best.state)  # type: ignore[arg-type]
-        meta["adversarial"] = summary | {"kept_epoch": best.epoch}
-    save_checkpoint(out, model, args, config.dataset, _accuracies(kept) | meta)
+        meta |= _accuracies(kept) | {"adversarial": summary | {"kept_epoch": best.epoch}}
+    save_checkpoint(out, model, args, config.dataset, meta)
     resume.unlink(missing_ok=True)
     return TrainResult(out, kept["test_accuracy"], history, wall, first_epoch, robust_accuracy=kept.get("robust_accuracy"))
 
