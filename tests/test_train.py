@@ -179,6 +179,15 @@ def test_adversarial_defaults_follow_the_spec_and_name_the_run():
     # a stored config (defaults filled) rebuilds to itself, and standard training stores no adversarial field
     assert config_from_dict(TrainConfig, config_to_dict(study)) == study
     assert not {"adv", "adv_eps", "adv_steps", "adv_step_size", "adv_norm", "trades_beta"} & set(config_to_dict(TrainConfig()))
+    # a sidecar stored before these fields existed reads as standard training and compares equal to itself
+    from pathlib import Path
+
+    stored = json.loads(Path("checkpoints/mlp-relu-mnist-s0.json").read_text())["train_config"]
+    assert "adv" not in stored
+    old = config_from_dict(TrainConfig, stored)
+    assert old.adv == "none" and old.run_name == "mlp-relu-mnist-s0"
+    assert {k: v for k, v in config_to_dict(old).items() if k in stored} == stored
+    assert not set(config_to_dict(old)) & {"adv", "adv_eps", "adv_steps", "adv_step_size", "adv_norm", "trades_beta"}
 
 
 @pytest.mark.parametrize(("kw", "message"), [
