@@ -197,8 +197,8 @@ class PSSiLU(Activation):
         return x * (torch.sigmoid(self.a * x) - b) / (1 - b)
 
 
-register_activation("psoftplus")(PSoftplus)
-register_activation("pssilu")(PSSiLU)
+builtin_activation("psoftplus")(PSoftplus)
+builtin_activation("pssilu")(PSSiLU)
 
 
 class PReLU(Activation):

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import budget_text
+from .config import budget_text, checkpoint_stem
 from .errors import CheckpointError
 from .models import ModelArgs, build_model_from_args
 from .registry import file_name_part, is_factory_spec
@@ -247,10 +247,7 @@ def default_checkpoint(model: str, act: str, dataset: str, augment: bool = False
                        directory: Path = DEFAULT_DIR, train_images: int = 0, adv: str = "") -> Path:
     """``<model>-<act>-<dataset>[-aug][-<adv>]-s<seed>[-n<train_images>].pt``: the one place the name is
     made (``TrainConfig.run_name`` is its stem; ``adv`` is ``TrainConfig.adv_tag``, e.g. ``pgd0.1k10``)."""
-    aug = "-aug" if augment else ""
-    adv = f"-{adv}" if adv else ""
-    subset = f"-n{train_images}" if train_images else ""
-    return Path(directory) / f"{file_name_part(model)}-{file_name_part(act)}-{dataset}{aug}{adv}-s{seed}{subset}.pt"
+    return Path(directory) / f"{checkpoint_stem(model, act, dataset, augment, seed, train_images, adv)}.pt"
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

@@ -66,6 +66,18 @@ def dump_yaml(path: str | Path, config: Any) -> None:
     atomic_write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False).encode())
 
 
+def checkpoint_stem(model: str, act: str, dataset: str, augment: bool = False, seed: int = 0,
+                    train_images: int = 0, adv: str = "") -> str:
+    """``<model>-<act>-<dataset>[-aug][-<adv>]-s<seed>[-n<train_images>]``: the one place a
+    checkpoint's name is made (``checkpoints.default_checkpoint`` puts it in a folder)."""
+    from .registry import file_name_part
+
+    aug = "-aug" if augment else ""
+    adv = f"-{adv}" if adv else ""
+    subset = f"-n{train_images}" if train_images else ""
+    return f"{file_name_part(model)}-{file_name_part(act)}-{dataset}{aug}{adv}-s{seed}{subset}"
+
+
 def budget_text(eps: float, over: str = "/") -> str:
     """A budget as people write it: ``8/255`` (``8of255`` in file names) when it is a whole number
     of 8-bit steps, else ``0.1``."""
@@ -169,7 +181,5 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         """``<model>-<act>-<dataset>[-aug][-<adv_tag>]-s<seed>[-n<train_images>]``: the checkpoint's file stem."""
-        from .checkpoints import default_checkpoint
-
-        return default_checkpoint(self.model, self.act, self.dataset, self.augment, self.seed,
-                                  train_images=self.train_images, adv=self.adv_tag).stem
+        return checkpoint_stem(self.model, self.act, self.dataset, self.augment, self.seed,
+                               train_images=self.train_images, adv=self.adv_tag)
