@@ -24,7 +24,7 @@ from torch import nn
 from .config import budget_text, checkpoint_stem
 from .errors import CheckpointError
 from .models import ModelArgs, build_model_from_args
-from .registry import file_name_part, is_factory_spec
+from .registry import is_factory_spec
 from .storage import atomic_write_bytes, atomic_write_json
 
 FORMAT = "robench-checkpoint"
