@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from .config import budget_text, checkpoint_stem
-from .errors import CheckpointError
+from .errors import CheckpointError, ReadError
 from .models import ModelArgs, build_model_from_args
 from .registry import is_factory_spec
-from .storage import atomic_write_bytes, atomic_write_json
+from .storage import atomic_write_bytes, atomic_write_json, read_bytes, read_json
 
 FORMAT = "robench-checkpoint"
 VERSION = 1
@@ -71,11 +71,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, args: ModelArgs, dataset
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_bytes(path)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} not found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint {path} is a folder, not a file") from None
+    except ReadError as err:  # a folder, a FIFO (never waited on), a file too large to be a checkpoint
+        raise CheckpointError(f"checkpoint {err}") from None
 
 
 def read_payload(path: str | Path) -> dict[str, Any]:
@@ -212,9 +212,11 @@ def _first_non_finite(state: dict[str, Any]) -> str | None:
 
 def _read_sidecar(side: Path) -> dict[str, Any]:
     try:
-        meta = json.loads(side.read_text())
+        meta = read_json(side)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"sidecar {side} is corrupt JSON") from None
+    except ReadError as err:
+        raise CheckpointError(f"sidecar {err}") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"sidecar {side} is not a checkpoint sidecar (not a JSON object)")
     return meta

@@ -23,3 +23,7 @@ class ConfigError(RobenchError):
 
 class WriteError(RobenchError):
     """An output cannot be written: a read-only or full disk, or a folder where a file should go."""
+
+
+class ReadError(RobenchError):
+    """A file robench was asked to read is not a regular file (a FIFO, a device), or is too large."""

@@ -33,7 +33,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from .errors import RobenchError
+from .errors import ReadError, RobenchError
+from .storage import atomic_write_bytes, read_json, refuse_special
 
 HEARTBEAT_S = 30.0  # how often a holder touches its record; max_age should be several of these
 DEFAULT_MAX_AGE_S = 600.0
@@ -78,8 +79,8 @@ def read_owner(record: Path) -> Owner | None:
     """The record's owner; None when it is missing, empty or unreadable (a writer caught mid-write
     is not possible: records are written in one call before anyone can see them, under the guard)."""
     try:
-        return Owner(**json.loads(record.read_text()))
-    except (OSError, ValueError, TypeError):
+        return Owner(**read_json(record, limit=1 << 16))
+    except (OSError, ValueError, TypeError, ReadError):
         return None
 
 
@@ -127,6 +128,7 @@ def _claim(record: Path, me: Owner, max_age: float | None) -> Owner | None:
             return read_owner(record) or me
     record.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(record.parent / GUARD)):
+        refuse_special(record, f"the lock {record}")  # someone put it there, not a crash: never taken over
         holder = read_owner(record)
         if holder is not None and not is_stale(holder, record, max_age):
             return holder
@@ -151,12 +153,7 @@ def _release(record: Path, me: Owner) -> None:
 
 
 def _write(record: Path, owner: Owner) -> None:
-    data = (json.dumps(asdict(owner)) + "\n").encode()
-    fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    atomic_write_bytes(record, (json.dumps(asdict(owner)) + "\n").encode())
 
 
 def _start_heartbeat() -> None:

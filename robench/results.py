@@ -20,8 +20,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from .errors import ResultError
-from .storage import atomic_write_json
+from .errors import ReadError, ResultError
+from .storage import atomic_write_json, is_regular, read_json
 
 SCHEMA = "robench-attack-result"
 VERSION = 1
@@ -211,7 +211,9 @@ def read_result(path: str | Path) -> dict[str, Any]:
         return non_finite[-1]
 
     try:
-        data = json.loads(path.read_text(), parse_constant=constant)
+        data = read_json(path, parse_constant=constant)
+    except ReadError as err:  # a FIFO, a device, a huge or absurdly nested file: never blocks, never recurses away
+        raise ResultError(str(err)) from None
     except FileNotFoundError:
         raise ResultError(f"{path}: result file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -224,13 +226,28 @@ def read_result(path: str | Path) -> dict[str, Any]:
         raise ResultError(f"{path}: result schema version {data.get('version')!r}, this robench reads {VERSION}")
     problem = validate(data)
     if problem is None and non_finite:  # one outside the checked fields still makes the file invalid JSON
-        problem = f"{_find_non_finite(data)} must be a finite number, got {non_finite[0].literal}"
+        try:
+            where = _find_non_finite(data)
+        except RecursionError:
+            where = "a deeply nested value"
+        problem = f"{where} must be a finite number, got {non_finite[0].literal}"
     if problem is not None:
         raise ResultError(f"{path}: {problem}")
     return data
 
 
 OnError = Callable[[Path, ResultError], None]
+
+
+def result_paths(directory: Path) -> list[Path]:
+    """The ``*.json`` files of ``directory`` (sorted); anything else by that name (a FIFO, a socket,
+    a device, a folder) is left out with one warning, since opening a FIFO would block."""
+    paths = sorted(directory.glob("*.json"))
+    special = [p for p in paths if not is_regular(p)]
+    if special:
+        warnings.warn(f"skipped {len(special)} entries in {directory} that are not regular files: "
+                      f"{', '.join(p.name for p in special)}", stacklevel=3)
+    return [p for p in paths if p not in special]
 
 
 def warn_skipped(path: Path, err: ResultError) -> None:
@@ -246,7 +263,7 @@ def list_results(directory: str | Path = DEFAULT_DIR,
     if not directory.is_dir():
         raise ResultError(f"results folder {directory} not found")
     results = []
-    for path in sorted(directory.glob("*.json")):
+    for path in result_paths(directory):
         try:
             results.append((path, read_result(path)))
         except ResultError as err:

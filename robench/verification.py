@@ -29,7 +29,7 @@ from .checkpoints import load_checkpoint, weights_fingerprint
 from .config import config_from_dict, config_to_dict
 from .data import Split, load_split, to_float
 from .errors import ResultError
-from .results import read_result
+from .results import read_result, result_paths
 from .storage import file_sha256, resolve_device
 
 TOLERANCE = 1e-4  # probabilities and norms are stored rounded to 1e-6; kernels may differ below this
@@ -84,7 +84,7 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(p.glob("*.json"))
+            files += result_paths(p)
         elif p.is_file():
             files.append(p)
         else:

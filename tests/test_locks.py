@@ -101,3 +101,38 @@ def test_release_keeps_a_successors_record(tmp_path):
     with cell_lock(out):
         _record(out, pid=12345, token="successor")  # someone judged us stale and took over
     assert describe_lock(out)["token"] == "successor"
+
+
+def test_a_symlinked_lock_record_is_refused_and_its_target_kept(tmp_path):
+    from robench.errors import WriteError
+
+    out = tmp_path / "r.json"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's file")
+    lock_path(out).symlink_to(victim)
+    with pytest.raises(WriteError, match="symbolic link"):
+        with cell_lock(out, blocking=False):
+            pass
+    assert victim.read_text() == "someone's file" and lock_path(out).is_symlink()
+
+
+def test_a_fifo_lock_record_is_refused_without_blocking(tmp_path):
+    import threading
+
+    from robench.errors import WriteError
+
+    out = tmp_path / "r.json"
+    os.mkfifo(lock_path(out))
+    found = []
+
+    def take():
+        try:
+            with cell_lock(out, blocking=False):
+                found.append("held")
+        except WriteError as err:
+            found.append(str(err))
+
+    t = threading.Thread(target=take, daemon=True)
+    t.start()
+    t.join(10)
+    assert found and "FIFO" in found[0]
