@@ -26,4 +26,9 @@ class WriteError(RobenchError):
 
 
 class ReadError(RobenchError):
-    """A file robench was asked to read is not a regular file (a FIFO, a device), or is too large."""
+    """A file robench was asked to read is not a regular file (a FIFO, a device), or is too large
+    or too deeply nested to be one of robench's. ``reason`` is the message without the path."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path} {reason}")
+        self.reason = reason

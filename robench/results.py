@@ -213,7 +213,7 @@ def read_result(path: str | Path) -> dict[str, Any]:
     try:
         data = read_json(path, parse_constant=constant)
     except ReadError as err:  # a FIFO, a device, a huge or absurdly nested file: never blocks, never recurses away
-        raise ResultError(str(err)) from None
+        raise ResultError(f"{path}: cannot read it ({err.reason})") from None
     except FileNotFoundError:
         raise ResultError(f"{path}: result file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError):

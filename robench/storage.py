@@ -78,9 +78,9 @@ def open_regular(path: str | os.PathLike, limit: int = MAX_READ_BYTES) -> Binary
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ReadError(f"{path} is {_kind(info.st_mode)}, not a regular file")
+            raise ReadError(path, f"is {_kind(info.st_mode)}, not a regular file")
         if info.st_size > limit:
-            raise ReadError(f"{path} is {info.st_size} bytes, more than robench reads ({limit})")
+            raise ReadError(path, f"is {info.st_size} bytes, more than robench reads ({limit})")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -93,7 +93,7 @@ def read_bytes(path: str | os.PathLike, limit: int = MAX_READ_BYTES) -> bytes:
     with open_regular(path, limit) as f:
         data = f.read(limit + 1)
     if len(data) > limit:  # it grew since the fstat
-        raise ReadError(f"{path} is more than {limit} bytes, more than robench reads")
+        raise ReadError(path, f"is more than {limit} bytes, more than robench reads")
     return data
 
 
@@ -105,7 +105,7 @@ def read_json(path: str | os.PathLike, limit: int = MAX_READ_BYTES, **options: A
     try:
         return json.loads(data, **options)
     except RecursionError:
-        raise ReadError(f"{path}: JSON nested too deeply to be a robench file") from None
+        raise ReadError(path, "holds JSON nested too deeply to be a robench file") from None
 
 
 def is_regular(path: str | os.PathLike) -> bool:

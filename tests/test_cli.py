@@ -224,3 +224,40 @@ def test_report_and_stats_out_in_the_way_is_one_line(tmp_path, command):
         args += ["--results", str(results)]
     r = _invoke(*args, "--format", "markdown", "--out", str(tmp_path))
     assert r.exit_code == 1 and _one_error_line(r, f"cannot write {tmp_path}"), r.output
+
+
+def _finished(fn, seconds=120):
+    """fn() run in a thread; the test fails (instead of hanging) when it blocks."""
+    import threading
+
+    found = []
+    t = threading.Thread(target=lambda: found.append(fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert found, "blocked"
+    return found[0]
+
+
+def test_crafted_files_in_a_results_folder_are_one_line_and_never_hang(relu_ckpt, tmp_path):
+    import os
+
+    import shutil
+
+    root, ck = relu_ckpt
+    made = tmp_path / "res"
+    r = _invoke("attack", "--attack", "pixel", "--pixels", "1", "--population", "8", "--generations", "1", "--images", "3",
+                "--repeats", "1", "--checkpoint", str(ck), "--data-dir", str(root), "--out", str(made / "a.json"), "--quiet")
+    assert r.exit_code == 0, r.output
+    baseline = tmp_path / "baseline.yaml"
+    assert _invoke("check", "--baseline", str(baseline), "--results", str(made), "--update").exit_code == 0
+    for name, args in (("report", ["report", "--results"]), ("check", ["check", "--baseline", str(baseline), "--results"]),
+                       ("verify", ["verify", "--data-dir", str(root), "--device", "cpu"])):
+        folder = shutil.copytree(made, tmp_path / name)  # a folder each: a warning's text is shown once per process
+        os.mkfifo(folder / "zz.json")
+        r = _finished(lambda: _invoke(*args, str(folder)))
+        assert r.exit_code == 0 and "zz.json" in r.output and "not regular files" in r.output, r.output
+    (made / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    for args in (["check", "--baseline", str(baseline), "--results", str(made)],
+                 ["verify", str(made / "deep.json"), "--data-dir", str(root), "--device", "cpu"]):
+        r = _invoke(*args)
+        assert r.exit_code == 2 and _one_error_line(r, "nested too deeply"), r.output
