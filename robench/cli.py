@@ -416,6 +416,8 @@ def verify(
     results_dir: Path = typer.Option(None, "--results", help="verify every result in this folder"),
     replay: bool = typer.Option(False, help="re-run, from their recorded seeds, repeats that stored no adversarials"),
     strict: bool = typer.Option(False, help="fail (exit 1) on results that stored no adversarials, unless replayed"),
+    model: list[str] = typer.Option(None, "--model", help="package.module:factory a result was made with, allowed to be "
+                                                          "imported (repeatable; never from the working folder)"),
     device: str = typer.Option("auto"),
     data_dir: Path = typer.Option(None),
 ) -> None:
@@ -441,7 +443,8 @@ def verify(
         if len(v.mismatches) > 20:
             print(f"robench: mismatch: {v.path}: ... {len(v.mismatches) - 20} more", file=sys.stderr)
 
-    done = run_guarded(lambda: verify_results(paths, data_dir=data_dir, device=device, replay=replay, on_result=say),
+    done = run_guarded(lambda: verify_results(paths, data_dir=data_dir, device=device, replay=replay, on_result=say,
+                                                    factories=model or ()),
                        error_code=2)
     bad = [v for v in done if v.mismatches]
     legacy = [v for v in done if v.legacy and not v.mismatches]

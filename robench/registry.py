@@ -14,11 +14,13 @@ attribute is imported when that exact name is asked for, which is always the use
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
@@ -37,21 +39,51 @@ def file_name_part(name: str) -> str:
     return name.replace(":", ".").replace("/", ".")
 
 
+_FROM_CWD = contextvars.ContextVar("robench_imports_from_cwd", default=True)
+
+
+@contextmanager
+def imports_outside_cwd() -> Iterator[None]:
+    """Factories imported in the block never come from the working folder: what ``verify`` uses,
+    since the folder it runs in may be a shared results folder whose files nobody vetted."""
+    token = _FROM_CWD.set(False)
+    try:
+        yield
+    finally:
+        _FROM_CWD.reset(token)
+
+
+@contextmanager
+def _search_path() -> Iterator[None]:
+    """The import path for a factory: with the working folder appended (a module beside the user's
+    config is found, as ``python -m`` finds it, while an installed package of the same name still
+    wins), or, inside imports_outside_cwd, with every entry naming the working folder taken out."""
+    cwd = os.getcwd()
+    if _FROM_CWD.get():
+        if cwd not in sys.path:
+            sys.path.append(cwd)
+        yield
+        return
+    saved = list(sys.path)
+    sys.path[:] = [p for p in saved if os.path.abspath(p or ".") != cwd]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
 def import_spec(spec: str, kind: str) -> Any:
     """The object ``package.module:attribute`` names; a ConfigError that says why it cannot be had.
-
-    The working folder is appended to the search path, so a module beside the user's config is
-    found (as ``python -m`` finds it) while an installed package of the same name still wins."""
+    See _search_path for where the module is looked for."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{kind} {spec!r}: write package.module:factory")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.append(cwd)
     try:
-        obj: Any = importlib.import_module(module_name)
+        with _search_path():
+            obj: Any = importlib.import_module(module_name)
     except Exception as err:  # noqa: BLE001 - user code can raise anything on import
-        raise ConfigError(f"cannot import {kind} factory {spec}: {type(err).__name__}: {err}") from None
+        where = "" if _FROM_CWD.get() else " (the working folder is not searched here: put it on PYTHONPATH)"
+        raise ConfigError(f"cannot import {kind} factory {spec}: {type(err).__name__}: {err}{where}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"cannot import {kind} factory {spec}: {module_name} has no attribute {attr!r}")

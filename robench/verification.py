@@ -29,6 +29,7 @@ from .checkpoints import load_checkpoint, weights_fingerprint
 from .config import config_from_dict, config_to_dict
 from .data import Split, load_split, to_float
 from .errors import ResultError
+from .registry import imports_outside_cwd, is_factory_spec
 from .results import read_result, result_paths
 from .storage import file_sha256, resolve_device
 
@@ -94,9 +95,11 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def verify_results(paths: Iterable[str | Path], data_dir: str | Path | None = None, device: str = "auto",
                    replay: bool = False, on_result: Callable[[Verification], None] | None = None,
-                   module: torch.nn.Module | None = None) -> list[Verification]:
+                   module: torch.nn.Module | None = None, factories: Iterable[str] = ()) -> list[Verification]:
     """Verify every result in ``paths`` (files or folders); bad input raises, mismatches are returned.
-    ``module``: the model behind results of ``robench.evaluate`` (they store no checkpoint)."""
+    ``module``: the model behind results of ``robench.evaluate`` (they store no checkpoint).
+    ``factories``: the ``package.module:factory`` models the user allows to be imported; a result
+    made by any other is refused, since a file never chooses what robench imports."""
     files = result_files(paths)
     if not files:
         raise ResultError("no result files to verify")
@@ -104,7 +107,7 @@ def verify_results(paths: Iterable[str | Path], data_dir: str | Path | None = No
     dev = resolve_device(device)
     out = []
     for path in files:
-        v = verify_result(path, data, dev, replay, module=module)
+        v = verify_result(path, data, dev, replay, module=module, factories=frozenset(factories))
         out.append(v)
         if on_result is not None:
             on_result(v)
@@ -115,7 +118,8 @@ Replayed = Callable[[int, int, AttackOutcome, torch.Tensor], None]  # (setting, 
 
 
 def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = False,
-                  on_replay: Replayed | None = None, module: torch.nn.Module | None = None) -> Verification:
+                  on_replay: Replayed | None = None, module: torch.nn.Module | None = None,
+                  factories: frozenset[str] = frozenset()) -> Verification:
     """Verify one result file against its checkpoint and data; see the module docstring.
     ``on_replay`` sees every replayed repeat's outcome (the migration stores them); ``module`` is
     the model of a result ``robench.evaluate`` made (as evaluate attacked it, normalisation included)."""
@@ -123,7 +127,7 @@ def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = 
     v = Verification(path)
     spec = get_attack(res["attack"])
     config = config_from_dict(spec.config_cls, res["attack_config"], f"{path}: attack_config")
-    model = _model(path, res, v, device, module)
+    model = _model(path, res, v, device, module, factories)
     if model is None:
         return v
     test, fingerprint = data.get(res["dataset"])
@@ -163,7 +167,7 @@ def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = 
 
 
 def _model(path: Path, res: dict[str, Any], v: Verification, device: torch.device,
-           module: torch.nn.Module | None) -> torch.nn.Module | None:
+           module: torch.nn.Module | None, factories: frozenset[str]) -> torch.nn.Module | None:
     """The model the result was made with, from its checkpoint file (sha256 checked) or, for a
     result of ``robench.evaluate``, the module handed in (weights fingerprint checked); None after
     recording a mismatch."""
@@ -185,7 +189,11 @@ def _model(path: Path, res: dict[str, Any], v: Verification, device: torch.devic
     if sha != block["sha256"]:
         v.mismatches.append(Mismatch("checkpoint", f"sha256 of {ckpt_path}", block["sha256"], sha))
         return None
-    return load_checkpoint(ckpt_path, model=res["model"], act=res["act"], dataset=res["dataset"], device=device).model
+    if is_factory_spec(res["model"]) and res["model"] not in factories:
+        raise ResultError(f"{path}: made by the model factory {res['model']}; verify imports it only when "
+                          f"told: pass --model {res['model']}")
+    with imports_outside_cwd():
+        return load_checkpoint(ckpt_path, model=res["model"], act=res["act"], dataset=res["dataset"], device=device).model
 
 
 def _store(path: Path, res: dict[str, Any], v: Verification) -> Store:

@@ -181,3 +181,49 @@ def test_a_replayed_search_runs_with_the_forward_it_recorded():
     assert as_ran(PixelAttackConfig(forward="incremental"), {}).forward == "eager"
     fgsm = FGSMConfig()
     assert as_ran(fgsm, {"forward": "eager"}) is fgsm
+
+
+SIDEFX = '''
+from pathlib import Path
+Path({marker!r}).write_text("imported")
+from tests.factories import tiny_cnn as factory
+'''
+
+
+def test_verify_never_imports_a_module_a_result_names(made, tmp_path, monkeypatch):
+    import sys
+
+    from robench.config import TrainConfig
+    from robench.models import MODELS
+    from robench.train import train
+
+    root, _, _ = made
+    work, lib, marker = tmp_path / "shared", tmp_path / "lib", tmp_path / "marker"
+    work.mkdir()
+    lib.mkdir()
+    (work / "sidefx.py").write_text(SIDEFX.format(marker=str(marker)))
+    monkeypatch.chdir(work)  # the user runs robench inside a folder holding sidefx.py
+    ck = work / "ck.pt"
+    train(TrainConfig(model="sidefx:factory", act="relu", epochs=1, batch_size=32), out=ck, data_dir=root, device="cpu")
+    out = work / "r.json"
+    run_attack(AttackRun(model="sidefx:factory", act="relu", attack="fgsm", options={"epsilons": [0.05]}, images=4, repeats=1,
+                         seed=0, checkpoint=str(ck)), out=out, data_dir=root, device="cpu")
+
+    def forget():  # as in a fresh process: sidefx not imported yet
+        sys.modules.pop("sidefx", None)
+        MODELS._imported.pop("sidefx:factory", None)
+        marker.unlink(missing_ok=True)
+
+    forget()
+    runner = CliRunner()
+    base = ["verify", str(out), "--data-dir", str(root), "--device", "cpu"]
+    r = runner.invoke(app, base)
+    assert r.exit_code == 2 and "pass --model sidefx:factory" in r.output, r.output
+    assert not marker.exists()
+    r = runner.invoke(app, [*base, "--model", "sidefx:factory"])  # named, but the working folder is not searched
+    assert r.exit_code == 2 and "PYTHONPATH" in r.output and not marker.exists(), r.output
+    (work / "sidefx.py").rename(lib / "sidefx.py")
+    monkeypatch.syspath_prepend(str(lib))
+    r = runner.invoke(app, [*base, "--model", "sidefx:factory"])
+    assert r.exit_code == 0 and marker.exists(), r.output
+    forget()
