@@ -56,6 +56,12 @@ def run_guarded(fn: Callable[[], T], error_code: int = 1) -> T:
         _fail(f"cannot access{where}: {err.strerror or err}", error_code)
     except KeyboardInterrupt:
         _fail("interrupted; rerun the same command to resume where it stopped", 130)
+    except (MemoryError, RuntimeError) as err:  # out of memory anywhere in attack or train: one line, as in a suite
+        from .memory import is_out_of_memory, out_of_memory_message
+
+        if not is_out_of_memory(err):
+            raise
+        _fail(out_of_memory_message(err), error_code)
     raise AssertionError("unreachable")
 
 

@@ -31,7 +31,7 @@ from .adversarial import EVAL_IMAGES, Threat, collapsed, eval_threat, robust_acc
 from .checkpoints import DEFAULT_DIR, read_meta, save_checkpoint, sidecar_path
 from .config import TrainConfig, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .locks import cell_lock
 from .models import ModelArgs, build_model_from_args
 from .progress import progress_bar
@@ -140,7 +140,9 @@ def train(
     training the same file waits, then finds it stored (with ``wait`` False: CellBusy at once).
     ``on_epoch(done, epochs)`` follows each finished epoch."""
     with torch.random.fork_rng():  # the model builds (a factory's errors show) before data loads
-        build_model_from_args(model_args_for(config))
+        probe = build_model_from_args(model_args_for(config))
+    if not any(p.requires_grad for p in probe.parameters()):
+        raise ConfigError(f"model {config.model} with act={config.act} has no trainable parameters: nothing to train")
     activation_factory(config.act, **config.act_options)  # bad names/options fail before data loads
     dataset_info(config.dataset)
     dev = resolve_device(device)

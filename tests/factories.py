@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -31,3 +32,17 @@ def crashes(act: Any, num_classes: int, in_channels: int) -> nn.Module:
 
 
 NOT_CALLABLE = 7
+
+
+def noparams(act: Any, num_classes: int, in_channels: int) -> nn.Module:
+    """Logits from a fixed pooling: a model with nothing to train."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), _Fixed(in_channels, num_classes))
+
+
+class _Fixed(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.ones(num_classes, in_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w.T

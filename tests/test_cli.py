@@ -261,3 +261,41 @@ def test_crafted_files_in_a_results_folder_are_one_line_and_never_hang(relu_ckpt
                  ["verify", str(made / "deep.json"), "--data-dir", str(root), "--device", "cpu"]):
         r = _invoke(*args)
         assert r.exit_code == 2 and _one_error_line(r, "nested too deeply"), r.output
+
+
+def test_a_factory_without_trainable_parameters_is_one_line_in_train(fake_data, tmp_path):
+    r = _invoke("train", "--model", "tests.factories:noparams", "--dataset", "mnist", "--epochs", "1",
+                "--data-dir", str(fake_data), "--out", str(tmp_path / "x.pt"), "--quiet", "--device", "cpu")
+    assert r.exit_code == 1 and _one_error_line(r, "has no trainable parameters"), r.output
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_population_beyond_the_machine_is_one_line_before_allocating(relu_ckpt, tmp_path):
+    root, ck = relu_ckpt
+    r = _invoke("attack", "--attack", "pixel", "--population", "100000000000", "--images", "2", "--repeats", "1",
+                "--checkpoint", str(ck), "--data-dir", str(root), "--out", str(tmp_path / "o.json"), "--quiet")
+    assert r.exit_code == 1 and _one_error_line(r, "lower --population"), r.output
+
+
+def test_out_of_memory_in_attack_and_train_is_one_line(relu_ckpt, fake_data, tmp_path, monkeypatch):
+    import torch
+
+    import robench.attacks.runner
+    import robench.train
+
+    def cpu_oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 107374182400 bytes. Error code 12 (Cannot allocate memory)")
+
+    def gpu_oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 100.00 GiB")
+
+    root, ck = relu_ckpt
+    monkeypatch.setattr(robench.attacks.runner, "judge", gpu_oom)
+    r = _invoke("attack", "--attack", "fgsm", "--images", "2", "--repeats", "1", "--checkpoint", str(ck),
+                "--data-dir", str(root), "--out", str(tmp_path / "o.json"), "--quiet")
+    assert r.exit_code == 1 and _one_error_line(r, "out of memory (CUDA out of memory. Tried to allocate 100.00 GiB)")
+    monkeypatch.setattr(robench.train.F, "cross_entropy", cpu_oom)
+    r = _invoke("train", "--model", "mlp", "--dataset", "mnist", "--epochs", "1", "--batch-size", "32",
+                "--data-dir", str(fake_data), "--out", str(tmp_path / "x.pt"), "--quiet", "--device", "cpu")
+    assert r.exit_code == 1 and _one_error_line(r, "out of memory (can't allocate memory: you tried to allocate"), r.output

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from robench.attacks.base import AttackOutcome
+from robench.memory import require
 from robench.attacks.candidates import (BOUNDS, FORWARDS, SEARCH_DTYPES, EvalMode, evaluate, few_pixel_spec, paint, pixel_records,
                                         pixel_upper, search_forward)
 from robench.attacks.candidates import forward_batch as _forward_batch
@@ -163,6 +164,13 @@ def crossover(parent: Tensor, mutant: Tensor, rate: float, generator: torch.Gene
     return torch.where(take.to(parent.device)[..., None], mutant, parent)
 
 
+def population_bytes(images: int, population: int, pixels: int, channels: int) -> int:
+    """An upper bound on what the DE keeps per run: the population, its trials and mutants and their
+    fitness (float32, up to 4 copies of (N, P, k, 2 + C)) and the parents' int64 indices with their
+    temporaries (about 8 per member)."""
+    return images * population * (4 * 4 * pixels * (2 + channels) + 8 * 8)
+
+
 @torch.no_grad()
 def pixel_attack(
     model: nn.Module, images: Tensor, labels: Tensor, config: PixelAttackConfig, generator: torch.Generator
@@ -183,6 +191,8 @@ def pixel_attack(
     device = images.device
     n, c, h, w = images.shape
     p, k = config.population, config.pixels
+    require(population_bytes(n, p, k, c), f"a DE population of {p} x {k} pixels for {n} images", device,
+            "--population, --pixels or --images")
     labels = labels.to(device)
     upper = pixel_upper(images.shape, device)  # (D,), D = 2 + C; lower bounds are 0
     chunk = forward_batch(config, device)
