@@ -108,12 +108,16 @@ def cell_lock(path: str | Path, *, blocking: bool = True, max_age: float | None 
     Held by this very process: CellBusy, since waiting on oneself would never end."""
     record = lock_path(path).absolute()
     me = current_owner()
+    told: Owner | None = None
     while True:
         holder = _claim(record, me, max_age)
         if holder is None:
             break
         if not blocking or holder.pid == me.pid and holder.host == me.host:
             raise CellBusy(f"{path} is being computed by {holder.describe()}")
+        if told is None or holder.token != told.token:  # once per holder, not once per poll
+            warnings.warn(f"waiting for {path}: {holder.describe()} is computing it", stacklevel=3)
+            told = holder
         time.sleep(POLL_S)
     try:
         yield me

@@ -16,6 +16,7 @@ split the work: a cell another process holds is retried until it is free, and th
 from __future__ import annotations
 
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +120,17 @@ def load_suite(path: str | Path) -> SuiteConfig:
     return suite
 
 
+def warn_outside_working_folder(suite: SuiteConfig) -> None:
+    """One warning per output folder of ``suite`` that lies outside the working folder (``../..``, an
+    absolute path elsewhere): a suite file from someone else must not write elsewhere without a word."""
+    cwd = Path.cwd().resolve()
+    folders = [("results", suite.results)] + ([("checkpoints", suite.checkpoints)] if suite.train is not None else [])
+    for what, folder in folders:
+        where = (cwd / folder).resolve()
+        if not where.is_relative_to(cwd):
+            warnings.warn(f"suite {suite.name} writes its {what} to {where}, outside the working folder {cwd}", stacklevel=3)
+
+
 class SuiteIncomplete(RobenchError):
     """Some cells failed (or were not run because a cell they need failed); the others finished.
     ``done`` is what run_suite would have returned, ``failures`` one (cell id, reason) per cell."""
@@ -144,6 +156,7 @@ def run_suite(
     what happened: skipped/ran/resumed) per attack cell, in grid order. A failed cell stops only the
     cells that need it; SuiteIncomplete lists them at the end."""
     cells = suite.cells()
+    warn_outside_working_folder(suite)
     for cell in cells:  # every output location answers before any compute
         check_writable(cell.out, "checkpoint" if cell.train is not None else "result")
     todo = {c.id for c in cells if c.state() != "done"}  # read once: a result is parsed to know

@@ -136,3 +136,18 @@ def test_a_fifo_lock_record_is_refused_without_blocking(tmp_path):
     t.start()
     t.join(10)
     assert found and "FIFO" in found[0]
+
+
+def test_waiting_for_a_live_holder_says_whose_lock_once(tmp_path):
+    import warnings
+
+    out = tmp_path / "r.json"
+    holder = _hold_elsewhere(out, 1.5, tmp_path)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with cell_lock(out):
+            pass
+    waits = [str(w.message) for w in seen if "waiting for" in str(w.message)]
+    assert len(waits) == 1, waits  # once, though it polled about three times
+    assert waits[0].startswith(f"waiting for {out}: pid {holder.pid} on {socket.gethostname()} since "), waits
+    assert holder.wait() == 0

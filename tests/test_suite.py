@@ -147,3 +147,21 @@ def test_an_adversarially_trained_grid_names_its_checkpoints_by_how_they_were_tr
     assert {run.checkpoint for run in suite.runs()} == {str(tmp_path / "ck" / n) for n in names}
     plain = load_suite(write_suite(tmp_path / "p.yaml", tmp_path / "ck", [0], [FGSM], train={"augment": True}))
     assert plain.trainings()[0][1].name == "lenet5-relu-cifar10-aug-s0.pt"
+
+
+def test_a_suite_writing_outside_the_working_folder_says_so(ckdir, tmp_path, monkeypatch):
+    root, ckpts = ckdir
+    work = tmp_path / "project" / "sub"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    suite = write_suite(work / "s.yaml", ckpts, [0], [FGSM])
+    data = yaml.safe_load(suite.read_text())
+    for results, outside in (("../../elsewhere", True), ("inside/results", False)):
+        suite.write_text(yaml.safe_dump(data | {"results": results}))
+        r = runner.invoke(app, ["suite", str(suite), "--data-dir", str(root), "--device", "cpu", "--quiet"])
+        assert r.exit_code == 0, r.output
+        said = [line for line in r.output.splitlines() if "outside the working folder" in line]
+        expected = [f"robench: warning: suite t writes its results to {tmp_path / 'elsewhere'}, outside the working "
+                    f"folder {work}"] if outside else []
+        assert said == expected, r.output
+        assert (work / results).resolve().is_dir()
