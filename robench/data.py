@@ -28,7 +28,7 @@ from torchvision.datasets.utils import check_integrity
 
 from .errors import DataNotFoundError
 from .registry import Registry
-from .storage import file_sha256
+from .storage import file_sha256, open_regular
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,24 @@ try:  # numpy >= 2
 except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _np_multiarray, numeric as _np_numeric  # type: ignore[no-redef]
 
+
+def _latin1_bytes(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    """What a protocol-2 pickle calls ``_codecs.encode`` for: bytes rebuilt from a latin-1 string
+    (protocol 2 has no bytes opcode). Any other use of the codec machinery is refused."""
+    if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError("it calls _codecs.encode other than to rebuild latin-1 bytes")
+    return text.encode("latin-1")
+
+
 # The only globals a CIFAR pickle may name: what numpy needs to rebuild an array. The official
 # files (Python 2, protocol 2) name _reconstruct, ndarray and dtype under numpy.core; a copy
-# re-pickled by numpy 2 names numpy._core, and one re-pickled with protocol 5 names _frombuffer.
+# re-pickled by numpy 2 names numpy._core, and one re-pickled with protocol 5 names _frombuffer;
+# one re-pickled with protocol 2 by Python 3 names _codecs.encode for its bytes (as _latin1_bytes).
 _CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
     (module, "_reconstruct"): _np_multiarray._reconstruct for module in ("numpy.core.multiarray", "numpy._core.multiarray")
 } | {
     (module, "_frombuffer"): _np_numeric._frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")
-} | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+} | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_bytes}
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -98,7 +108,7 @@ class _CifarUnpickler(pickle.Unpickler):
 def _unpickle_cifar(path: Path) -> Any:
     """The object in a CIFAR pickle, read safely; latin1 decodes the Python 2 strings as torchvision does."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO in a batch's place fails here instead of blocking
             return _CifarUnpickler(f, encoding="latin1").load()
     except Exception as err:  # noqa: BLE001 - unpickling arbitrary bytes raises anything
         why = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__

@@ -236,3 +236,27 @@ def test_real_cifar10_matches_torchvision():
     assert torch.equal(split.images, torch.from_numpy(reference.data).permute(0, 3, 1, 2))
     assert split.labels.tolist() == reference.targets
     assert class_names("cifar10", root) == reference.classes
+
+
+def test_a_batch_repickled_with_protocol_2_loads(tmp_path):
+    folder = write_tiny_cifar(tmp_path, "cifar10")
+    before, _ = load_split("cifar10", train=False, data_dir=tmp_path)
+    with open(folder / "test_batch", "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=2))
+    assert b"_codecs" in (folder / "test_batch").read_bytes()  # what the restricted unpickler must allow
+    after, _ = load_split("cifar10", train=False, data_dir=tmp_path)
+    assert torch.equal(after.images, before.images) and torch.equal(after.labels, before.labels)
+
+
+def test_codecs_encode_is_allowed_only_to_rebuild_latin1_bytes(tmp_path):
+    import codecs
+
+    class _Rot13:
+        def __reduce__(self):
+            return (codecs.encode, ("payload", "rot13"))
+
+    folder = write_tiny_cifar(tmp_path, "cifar10")
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": _Rot13(), "labels": []}, protocol=2))
+    with pytest.raises(DataNotFoundError, match="_codecs.encode other than to rebuild latin-1 bytes"):
+        load_split("cifar10", train=False, data_dir=tmp_path)
