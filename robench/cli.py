@@ -306,8 +306,9 @@ def stats(
     if format == "table" and out is not None:
         _fail("--out needs --format markdown or json")
     tables, notes = run_guarded(lambda: build_stats(checkpoints, results, against))
-    if not tables:
-        _fail(f"nothing to compare: no checkpoints in {checkpoints}" + (f" and no finished results in {results}" if results else ""))
+    if not tables:  # the notes name what was left out (a sidecar of other weights), so "no checkpoints" is never the whole story
+        _fail(f"nothing to compare: no checkpoints in {checkpoints}" + (f" and no finished results in {results}" if results else "")
+              + "".join(f"; {note}" for note in notes))
     if format == "table":
         for item in render_rich(tables, notes):
             _console().print(item)

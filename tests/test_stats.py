@@ -217,3 +217,13 @@ def test_adversarially_trained_checkpoints_are_never_grouped_with_standard_seeds
     errors = [g for g in groups if g.metric == "clean error %"]
     assert not notes and sorted(g.values[0] for g in errors) == [31.0, 49.0]
     assert sum("adv fgsm-rs" in g.schedule for g in errors) == 1
+
+
+def test_stats_names_a_mismatched_checkpoint_pair_it_leaves_out(tmp_path):
+    fake_checkpoint(tmp_path, "lenet5", "relu", 0, 30.0)
+    side = tmp_path / "lenet5-relu-cifar10-s0.json"
+    side.write_text(json.dumps(json.loads(side.read_text()) | {"pt_sha256": "0" * 64}))  # the sidecar of other weights
+    r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path)])
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert "nothing to compare" in lines[0] and "lenet5-relu-cifar10-s0.pt: left out" in lines[0], r.output
