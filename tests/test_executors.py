@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from robench.suite import load_suite, run_suite
@@ -84,3 +85,33 @@ def test_workers_count_per_gpu():
     assert worker_devices("cuda", 2, gpus=1) == ["cuda", "cuda"]  # one GPU: the workers share it
     assert worker_devices("auto", 2, gpus=3) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1", "cuda:2", "cuda:2"]
     assert worker_devices("cuda:1", 2, gpus=None) == ["cuda:1", "cuda:1"]  # a device named: all on it
+
+
+class _ThreadSensitive(torch.nn.Module):
+    """Logits that move in their last bits with torch's thread count, as a real sum split over
+    threads does (the audit saw p_true_adv 0.578126 vs 0.578127 between executors)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = x.flatten(1).mean(1) * 4 + 1e-4 * torch.get_num_threads()
+        return torch.stack([score, torch.zeros(len(x))], 1)
+
+
+def test_stored_verdicts_do_not_depend_on_the_thread_count():
+    from robench.attacks.base import AttackOutcome, judge
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 1, 4, 4, generator=g) * 0.5 + 0.5  # class 0 everywhere
+    adv = (images - 0.3).clamp(0, 1)
+    outcome = AttackOutcome(adversarial=adv, queries=torch.ones(6, dtype=torch.int64))
+    labels = torch.zeros(6, dtype=torch.int64)
+    before = torch.get_num_threads()
+    found = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            v = judge(_ThreadSensitive(), images, labels, outcome)
+            found.append((v.p_true_adv.tolist(), v.abs_z.tolist(), v.p_true_clean.tolist()))
+            assert torch.get_num_threads() == threads  # judge gives the caller's setting back
+    finally:
+        torch.set_num_threads(before)
+    assert found[0] == found[1]

@@ -8,7 +8,8 @@ successes, so no attack can count differently from another.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +70,32 @@ def judge(
     batch_size: int = 1000,
     tolerance: float = 1e-5,
 ) -> Judgement:
-    """Check an outcome and judge each image; images must all be classified right when clean."""
+    """Check an outcome and judge each image; images must all be classified right when clean.
+
+    On a CPU it computes with one thread: the stored numbers then do not depend on how many threads
+    the executor gave the process (a serial run, ``--workers`` and Ray give the same last digit)."""
+    with _one_cpu_thread(images.device):
+        return _judge(model, images, labels, outcome, linf_budget, l2_budget, l1_budget, l0_budget, batch_size, tolerance)
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """torch's intra-op threads set to 1 for the block on a CPU: a sum split over N threads adds in
+    another order than over M, which moves a float's last bit."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _judge(model: nn.Module, images: Tensor, labels: Tensor, outcome: AttackOutcome, linf_budget: float | None,
+           l2_budget: float | None, l1_budget: float | None, l0_budget: int | None, batch_size: int,
+           tolerance: float) -> Judgement:
     adv = outcome.adversarial
     if adv.shape != images.shape:
         raise AttackBudgetError(f"attack returned shape {tuple(adv.shape)} for images {tuple(images.shape)}")
