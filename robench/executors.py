@@ -35,6 +35,7 @@ from .cells import Cell, CellContext, Outcome, failure_line, run_cell
 from .checkpoints import sidecar_path
 from .errors import ConfigError, RobenchError
 from .locks import CellBusy, cell_lock
+from .reaper import descendants, die_with, watch_cluster
 from .storage import atomic_write_bytes
 
 OnProgress = Callable[[str, int, int], None]  # cell id, finished steps, total steps
@@ -121,7 +122,7 @@ class ProcessExecutor:
 
     def _spawn(self, device: str) -> Any:
         ctx = replace(self.ctx, device=device)
-        args = (self.tasks, self.events, ctx, self.threads, self.interruptible, os.getcwd())
+        args = (self.tasks, self.events, ctx, self.threads, self.interruptible, os.getcwd(), os.getpid())
         proc = self.mp.Process(target=_worker, args=args, daemon=True)
         proc.start()
         return proc
@@ -221,11 +222,13 @@ def worker_devices(device: str, workers: int, gpus: int | None = None) -> list[s
     return [device] * workers
 
 
-def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int, interruptible: bool, cwd: str) -> None:
+def _worker(tasks: Any, events: Any, ctx: CellContext, threads: int, interruptible: bool, cwd: str, suite: int) -> None:
     """A worker's loop. SIGINT is ignored between cells (an idle worker has nothing to stop) and
     raises inside one, where run_cell turns it into an 'interrupted' Outcome after the lock is let go.
     It works in the suite's folder (a forkserver's children start in the forkserver's), so relative
-    paths mean what they mean to the suite."""
+    paths mean what they mean to the suite, and dies with the suite's process (pid ``suite``), killed
+    or not."""
+    die_with(suite)
     os.chdir(cwd)
     on_sigint = signal.default_int_handler if interruptible else signal.SIG_IGN
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -262,6 +265,8 @@ class RayExecutor:
             local = address == "local"
             ray.init(address=None if local else address, num_cpus=per_device if local else None,
                      include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        # A cluster this driver started goes down with it, even when it is SIGKILLed before close().
+        self.watcher = watch_cluster(descendants(os.getpid())) if self.started and address == "local" else None
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0) if not ctx.device.startswith(("cpu", "mps")) else 0
         if ctx.device.startswith("cuda") and not gpus:
@@ -373,6 +378,9 @@ class RayExecutor:
         self.running.clear()
         if self.started:
             self.ray.shutdown()
+        if self.watcher is not None:  # shut down in order: stand the watcher down
+            self.watcher.kill()
+            self.watcher.wait()
 
 
 def _ray_cell(cell: Cell, carried: dict[str, bytes], checkpoint: dict[str, bytes] | None,

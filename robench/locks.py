@@ -34,6 +34,7 @@ from typing import Any
 from filelock import FileLock
 
 from .errors import ReadError, RobenchError
+from .reaper import alive, start_time
 from .storage import atomic_write_bytes, read_json, refuse_special
 
 HEARTBEAT_S = 30.0  # how often a holder touches its record; max_age should be several of these
@@ -72,7 +73,7 @@ class Owner:
 
 def current_owner() -> Owner:
     pid = os.getpid()
-    return Owner(pid, socket.gethostname(), _boot_id(), _start_time(pid), time.time(), os.urandom(8).hex())
+    return Owner(pid, socket.gethostname(), _boot_id(), start_time(pid), time.time(), os.urandom(8).hex())
 
 
 def read_owner(record: Path) -> Owner | None:
@@ -96,9 +97,9 @@ def is_stale(owner: Owner, record: Path, max_age: float | None = None) -> bool:
         return True
     if owner.pid == os.getpid():  # our own pid but not among our held locks: an earlier hold of ours
         return record not in _held
-    if not _alive(owner.pid):
+    if not alive(owner.pid, None):
         return True
-    return owner.start is not None and _start_time(owner.pid) not in (None, owner.start)
+    return owner.start is not None and start_time(owner.pid) not in (None, owner.start)
 
 
 @contextmanager
@@ -192,29 +193,10 @@ def _max_age() -> float:
         raise ValueError(f"ROBENCH_LOCK_MAX_AGE must be a number of seconds, got {value!r}") from None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, belongs to another user
-        return True
-    return True
-
-
 def _boot_id() -> str | None:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
-        return None
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (after the command name, which may hold spaces); None off Linux."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
         return None
 
 

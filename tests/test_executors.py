@@ -115,3 +115,53 @@ def test_stored_verdicts_do_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert found[0] == found[1]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed process's orphans are reaped by whoever adopts them)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.parametrize("executor", ["workers", pytest.param("ray", marks=pytest.mark.slow)])
+def test_workers_die_when_the_suite_is_killed(tiny, executor):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from robench.reaper import descendants
+
+    if executor == "ray":
+        pytest.importorskip("ray", reason="Ray is not installed")
+    root, work, _, _ = tiny
+    path = work / f"killed-{executor}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "killed", "models": ["lenet5"], "acts": ["relu"], "train_seeds": [0, 1], "images": 4, "seed": 3,
+        "results": f"killed-{executor}", "checkpoints": "ck",  # DE cells that run for minutes
+        "attacks": [{"attack": "pixel", "options": {"population": 64, "generations": 100000, "early_stop": False}, "repeats": 1}],
+    }))
+    args = ["--ray"] if executor == "ray" else []
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    suite = subprocess.Popen([sys.executable, "-m", "robench.cli", "suite", str(path), "--workers", "2", *args,
+                              "--data-dir", str(root), "--device", "cpu", "--quiet"], cwd=work, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(list((work / f"killed-{executor}").glob("*.json.lock"))) < 2:  # both cells computing
+        assert suite.poll() is None and time.monotonic() < deadline, "the suite ended or never started its cells"
+        time.sleep(0.5)
+    below = descendants(suite.pid)
+    assert len(below) >= 2
+    suite.send_signal(signal.SIGKILL)
+    suite.wait()
+    deadline = time.monotonic() + 30
+    while any(map(_running, below)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [p for p in below if _running(p)]
+    for p in left:  # leave no orphan behind, even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(below)} processes outlived the killed suite"
