@@ -10,14 +10,21 @@ hides from zlib; they are stored as int8 signs when ``clip(clean + eps * sign)``
 
 Each repeat in the result records ``adversarial_sha256``, the hash of the rebuilt float32
 images, so a changed pixel in the JSON or a swapped ``.npz`` is caught before the model runs.
+
+The ``.npz`` and its JSON are one unit: the ``.npz`` is written under a name bound to its content
+(``<result>.<sha256[:12]>.adv.npz``), then the JSON that names it, then the file the old JSON named
+is removed. A kill or a full disk at any of the three leaves the old pair (or the new one) whole,
+and a reader opens only the file its JSON names (``named_npz``), never one it finds beside it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import zipfile
 from pathlib import Path
+from glob import escape as glob_escape
 from typing import Any
 
 import numpy as np
@@ -27,16 +34,52 @@ from torch import Tensor
 from .attacks.base import AttackOutcome
 from .pixels import paint
 from .errors import ResultError
-from .storage import atomic_write_bytes
+from .storage import atomic_write_bytes, open_regular
 
 FORMAT = "robench-adversarials"
 VERSION = 1
 
 
 def npz_path(result: str | Path) -> Path:
-    """``attacks/x.json`` -> ``attacks/x.adv.npz``."""
+    """``attacks/x.json`` -> ``attacks/x.adv.npz``: the name robench gave the file before names were
+    bound to content (committed results keep it)."""
     result = Path(result)
     return result.with_name(result.stem + ".adv.npz")
+
+
+def npz_for(result: str | Path, sha256: str) -> Path:
+    """``attacks/x.json`` and the file's sha256 -> ``attacks/x.<sha256[:12]>.adv.npz``."""
+    result = Path(result)
+    return result.with_name(f"{result.stem}.{sha256[:12]}.adv.npz")
+
+
+def _is_npz_of(result: Path, name: str) -> bool:
+    return name == npz_path(result).name or re.fullmatch(re.escape(result.stem) + r"\.[0-9a-f]{12}\.adv\.npz", name) is not None
+
+
+def npz_files(result: str | Path) -> list[Path]:
+    """Every adversarials file of ``result`` beside it, named or not (sorted)."""
+    result = Path(result)
+    return sorted(p for p in result.parent.glob(f"{glob_escape(result.stem)}.*adv.npz") if _is_npz_of(result, p.name))
+
+
+def named_npz(result: str | Path, block: dict[str, Any]) -> Path:
+    """The adversarials file a result's ``adversarials`` block names, beside the result; a name that
+    is not one of this result's (another folder, another result's file) is a ResultError."""
+    result = Path(result)
+    name = block.get("file")
+    if not isinstance(name, str) or not _is_npz_of(result, name):
+        raise ResultError(f"{result}: its adversarials file is named {name!r}, not one of {result.stem}.<sha>.adv.npz")
+    return result.with_name(name)
+
+
+def drop_unnamed(result: str | Path, block: dict[str, Any] | None) -> None:
+    """Remove ``result``'s adversarials files other than the one ``block`` names: the last step of a
+    write, after the JSON naming the new file is in place (and leftovers of runs killed before it)."""
+    keep = None if not block else block.get("file")
+    for path in npz_files(result):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
 
 
 def repeat_key(setting: int, repeat: int) -> str:
@@ -157,10 +200,8 @@ def keep(store: Store, key: str, images: Tensor, outcome: AttackOutcome, threat:
 
 
 class Store:
-    """The ``.npz`` of one result: arrays per repeat, rewritten whole and atomically after each one.
-
-    The result JSON is written after the ``.npz``; a crash between the two leaves an ``.npz`` with
-    one repeat more than the JSON lists, which a resumed run overwrites."""
+    """The ``.npz`` of one result: arrays per repeat, written whole after each one under a new
+    name (see the module docstring); ``path`` is the file it was last loaded from or written to."""
 
     def __init__(self, path: Path, arrays: dict[str, np.ndarray] | None = None) -> None:
         self.path = path
@@ -195,16 +236,19 @@ class Store:
     def _own(self, key: str) -> dict[str, np.ndarray]:
         return {k.split("/", 1)[1]: v for k, v in self.arrays.items() if k.startswith(key + "/")}
 
-    def write(self) -> dict[str, Any] | None:
-        """Write the file when it holds anything; returns the block the result records about it
-        (None: nothing to store)."""
+    def write(self, result: Path) -> dict[str, Any] | None:
+        """Write the file of ``result`` when it holds anything, under its content's name; returns
+        the block the result records about it (None: nothing to store). The JSON comes next, then
+        drop_unnamed."""
         if not self.arrays:
             return None
         buf = io.BytesIO()
         np.savez_compressed(buf, **self.arrays)
         data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        self.path = npz_for(result, sha)
         atomic_write_bytes(self.path, data)
-        return {"format": FORMAT, "version": VERSION, "file": self.path.name, "sha256": hashlib.sha256(data).hexdigest()}
+        return {"format": FORMAT, "version": VERSION, "file": self.path.name, "sha256": sha}
 
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
@@ -215,7 +259,7 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of a stored ``.npz``; object arrays are refused, so loading never unpickles."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open_regular(path) as f, np.load(f, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise ResultError(f"adversarials file {path} not found") from None
@@ -223,5 +267,5 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ResultError(f"adversarials file {path} is corrupt or not an .npz ({err})") from None
 
 
-__all__ = ["FORMAT", "VERSION", "Store", "decode_dense", "encode", "encode_dense", "from_pixels", "images_sha256", "keep",
-           "npz_path", "read_npz", "rebuild", "rebuild_repeat", "repeat_key", "stored_kind"]
+__all__ = ["FORMAT", "VERSION", "Store", "decode_dense", "drop_unnamed", "encode", "encode_dense", "from_pixels",
+           "images_sha256", "keep", "named_npz", "npz_files", "npz_for", "npz_path", "read_npz", "rebuild", "rebuild_repeat", "repeat_key", "stored_kind"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from .adversarials import npz_path
+from .adversarials import npz_files
 from .attacks import get_attack
 from .attacks.runner import AttackRun, ResultExistsError, run_attack
 from .checkpoints import sidecar_path
@@ -51,11 +51,11 @@ class Cell:
         return "train" if self.train is not None else "attack"
 
     def outputs(self) -> list[Path]:
-        """Every file the cell writes, in the order a copy of them must be written (a sidecar before
-        its .pt, an .npz before the result naming it); the last is the one that says 'finished'."""
+        """Every file the cell has written, in the order a copy of them must be written (a sidecar
+        before its .pt, an .npz before the result naming it); the last is the one that says 'finished'."""
         if self.train is not None:
             return [resume_path(self.out), sidecar_path(self.out), self.out]
-        return [npz_path(self.out), self.out]
+        return [*npz_files(self.out), self.out]  # named by content: whichever are there now
 
     def state(self) -> str:
         """'done', 'partial' (an interrupted run to resume) or 'missing'."""

@@ -352,11 +352,10 @@ class RayExecutor:
                 return Outcome(cell.id, "failed", f"its Ray task failed: {str(err).strip().splitlines()[-1][:300]}")
             if not files:  # the task ended before its scratch copy existed: nothing to mirror
                 return outcome
-            outputs = cell.outputs()
-            for path in outputs:
-                if files.get(path.name) is not None:
-                    atomic_write_bytes(path, files[path.name])
-            for path in outputs:  # what the task's run removed (a resume file once trained, a stale .npz)
+            for name, data in files.items():  # in the task's output order: an .npz before the JSON naming it
+                if data is not None:
+                    atomic_write_bytes(cell.out.with_name(name), data)
+            for path in cell.outputs():  # what the task's run removed (a resume file once trained, a replaced .npz)
                 if files.get(path.name) is None:
                     path.unlink(missing_ok=True)
             return outcome

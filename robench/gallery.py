@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from .adversarials import Store, images_sha256, npz_path, rebuild_repeat, repeat_key, stored_kind
+from .adversarials import Store, images_sha256, named_npz, npz_path, rebuild_repeat, repeat_key, stored_kind
 from .data import class_names, load_split, to_float
 from .errors import ResultError
 from .plot import _pyplot
@@ -79,7 +79,7 @@ def load_gallery(result_path: str | Path, images: int = 8, setting: str | None =
                           f"({prov.fingerprint[:12]}); pass --data-dir with the data it was made on")
     indices = [r["index"] for r in records]
     clean = to_float(split.images[indices])
-    store = Store.load(npz_path(path)) if stored == "npz" else Store(npz_path(path))
+    store = Store.load(named_npz(path, res.get("adversarials") or {})) if stored == "npz" else Store(npz_path(path))
     adv = rebuild_repeat(clean, rep, repeat_key(s_idx, rep["repeat"]), store, f"{path}: {where}")
     if "adversarial_sha256" in rep and images_sha256(adv) != rep["adversarial_sha256"]:
         raise ResultError(f"{path}: {where}: the rebuilt adversarials do not match its adversarial_sha256; "

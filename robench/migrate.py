@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .adversarials import Store, keep, npz_path, repeat_key
+from .adversarials import Store, drop_unnamed, keep, named_npz, npz_for, npz_path, repeat_key
 from .attacks import get_attack
 from .attacks.base import AttackOutcome
 from .attacks.runner import AttackRun
@@ -69,6 +69,7 @@ def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
     if done:
         _record(res, done)
         write_result(path, res)
+        drop_unnamed(path, res.get("adversarials"))
     return failed or (f"{path.name}: " + "; ".join(done) if done else "up to date")
 
 
@@ -83,9 +84,11 @@ def rename(path: Path, res: dict[str, Any]) -> Path:
         return path
     if new.exists():
         raise ResultError(f"cannot rename {path} to {new.name}: that file exists")
-    if npz_path(path).exists():
-        os.replace(npz_path(path), npz_path(new))
-        res["adversarials"]["file"] = npz_path(new).name
+    if res.get("adversarials"):  # its file moves to the new name (legacy names stay legacy)
+        old_npz = named_npz(path, res["adversarials"])
+        new_npz = npz_path(new) if old_npz == npz_path(path) else npz_for(new, res["adversarials"]["sha256"])
+        os.replace(old_npz, new_npz)
+        res["adversarials"]["file"] = new_npz.name
     write_result(new, res)
     path.unlink()
     return new
@@ -94,14 +97,14 @@ def rename(path: Path, res: dict[str, Any]) -> Path:
 def _store(path: Path, res: dict[str, Any], replayed: list[tuple[int, int, AttackOutcome, torch.Tensor]]) -> None:
     spec = get_attack(res["attack"])
     settings = spec.settings(config_from_dict(spec.config_cls, res["attack_config"], str(path)))
-    store = Store.load(npz_path(path)) if res.get("adversarials") else Store(npz_path(path))
+    store = Store.load(named_npz(path, res["adversarials"])) if res.get("adversarials") else Store(npz_path(path))
     for s_idx, r_idx, outcome, images in replayed:
         rep = res["settings"][s_idx]["repeats"][r_idx]
         rep |= keep(store, repeat_key(s_idx, rep["repeat"]), images, outcome, spec.threat(settings[s_idx][1]))
         for key, values in outcome.details.items():
             for record, value in zip(rep["images"], values):
                 record[key] = value
-    block = store.write()
+    block = store.write(path)  # the caller writes the JSON naming it, then drops the old file
     if block is not None:
         res["adversarials"] = block
 

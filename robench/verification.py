@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .adversarials import Store, images_sha256, npz_path, rebuild_repeat, repeat_key
+from .adversarials import Store, images_sha256, named_npz, npz_path, rebuild_repeat, repeat_key
 from .attacks import get_attack
 from .attacks.base import AttackBudgetError, AttackOutcome, Judgement, judge
 from .attacks.metrics import aggregate, repeat_summary
@@ -198,11 +198,9 @@ def _model(path: Path, res: dict[str, Any], v: Verification, device: torch.devic
 
 def _store(path: Path, res: dict[str, Any], v: Verification) -> Store:
     block = res.get("adversarials")
-    npz = npz_path(path)
     if not block:
-        return Store(npz)  # nothing stored densely: an empty store
-    if npz.name != block.get("file"):
-        raise ResultError(f"{path}: its adversarials file is named {block.get('file')!r}, expected {npz.name}")
+        return Store(npz_path(path))  # nothing stored densely: an empty store
+    npz = named_npz(path, block)
     if not npz.is_file():
         raise ResultError(f"{path}: its adversarials file {npz} is missing")
     _compare(v, "adversarials file", "sha256", block.get("sha256"), file_sha256(npz))

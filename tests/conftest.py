@@ -99,12 +99,19 @@ def committed_result(stem: str, folder: str = "") -> Path:
 
 def copy_result(src: Path, dst: Path, name: str) -> Path:
     """Copy result ``src/<name>.json`` and its ``.adv.npz`` (when there is one) into ``dst``."""
-    from robench.adversarials import npz_path
+    from robench.adversarials import npz_files
 
     shutil.copy(src / f"{name}.json", dst / f"{name}.json")
-    if npz_path(src / f"{name}.json").exists():
-        shutil.copy(npz_path(src / f"{name}.json"), npz_path(dst / f"{name}.json"))
+    for npz in npz_files(src / f"{name}.json"):
+        shutil.copy(npz, dst / npz.name)
     return dst / f"{name}.json"
+
+
+def adversarials_file(result: Path) -> Path:
+    """The ``.adv.npz`` a result's JSON names."""
+    from robench.adversarials import named_npz
+
+    return named_npz(result, json.loads(result.read_text())["adversarials"])
 
 
 def edit_json(path: Path, fn: Any) -> None:

@@ -63,9 +63,10 @@ def test_store_keeps_identical_repeats_once_and_round_trips(tmp_path):
     store.put("s0r0", encode_dense(x, adv))
     store.put("s0r1", encode_dense(x, adv))
     store.put("s1r0", encode_dense(x, (x - 0.01).clamp(0, 1)))
-    sha = store.write()
-    assert sha and "s0r1/delta" not in store.arrays and "s0r1/same_as" in store.arrays
-    loaded = Store.load(tmp_path / "r.adv.npz")
+    block = store.write(tmp_path / "r.json")
+    assert block and "s0r1/delta" not in store.arrays and "s0r1/same_as" in store.arrays
+    assert block["file"] == f"r.{block['sha256'][:12]}.adv.npz" and store.path == tmp_path / block["file"]
+    loaded = Store.load(tmp_path / block["file"])
     assert torch.equal(decode_dense(x, loaded.get("s0r1")), adv)
     assert loaded.get("s9r9") is None
     assert images_sha256(decode_dense(x, loaded.get("s0r0"))) == images_sha256(adv)

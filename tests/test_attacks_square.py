@@ -124,12 +124,12 @@ def test_a_square_result_verifies_and_reports_as_black_box(tmp_path_factory):
 
     import numpy as np
 
-    from robench.adversarials import npz_path, read_npz
+    from robench.adversarials import read_npz
     from robench.attacks.runner import AttackRun, run_attack
     from robench.tables import build_report
     from robench.robustness import gather
     from robench.verification import verify_results
-    from tests.conftest import train_tiny_lenet
+    from tests.conftest import adversarials_file, train_tiny_lenet
 
     root, ck = train_tiny_lenet(tmp_path_factory)
     out = tmp_path_factory.mktemp("attacks")
@@ -138,7 +138,7 @@ def test_a_square_result_verifies_and_reports_as_black_box(tmp_path_factory):
                out=out / "square.json", data_dir=root, device="cpu")
     run_attack(AttackRun(attack="pgd", options={"epsilons": [8 / 255], "steps": 5}, **base),
                out=out / "pgd.json", data_dir=root, device="cpu")
-    arrays = read_npz(npz_path(out / "square.json"))
+    arrays = read_npz(adversarials_file(out / "square.json"))
     assert arrays and all(v.dtype == np.int8 for k, v in arrays.items() if k.endswith("sign"))
     assert any(k.endswith("sign") for k in arrays)
     (done,) = [v for v in verify_results([out], data_dir=root, device="cpu") if v.path.name == "square.json"]

@@ -6,13 +6,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from robench.adversarials import npz_path
 from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
 from robench.errors import ResultError, WriteError
 from robench.gallery import _figure, gallery, gallery_png, load_gallery
 from robench.plot import _pyplot
-from tests.conftest import copy_result, edit_json, strip_adversarials, train_tiny_lenet
+from tests.conftest import adversarials_file, copy_result, edit_json, strip_adversarials, train_tiny_lenet
 
 pytest.importorskip("matplotlib")
 
@@ -161,8 +160,8 @@ def test_other_data_a_tampered_pixel_or_an_unwritable_out_are_refused(made, tmp_
         load_gallery(path, images=2, data_dir=root)
 
     path = _copy(made, tmp_path, "fgsm")
-    npz_path(path).unlink()
-    with pytest.raises(ResultError, match="fgsm.adv.npz, which is missing"):
+    adversarials_file(path).unlink()
+    with pytest.raises(ResultError, match=r"fgsm\.[0-9a-f]{12}\.adv\.npz, which is missing"):
         load_gallery(path, images=2, setting="eps=0.1", data_dir=root)
 
     path = _copy(made, tmp_path, "pixel")

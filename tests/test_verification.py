@@ -4,10 +4,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from robench.adversarials import npz_path
+from robench.adversarials import npz_files
 from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
-from tests.conftest import copy_result, edit_json, interrupt_run, strip_adversarials, train_tiny_lenet
+from tests.conftest import adversarials_file, copy_result, edit_json, interrupt_run, strip_adversarials, train_tiny_lenet
 from robench.verification import verify_results
 
 
@@ -41,9 +41,9 @@ def test_fresh_results_verify_and_store_what_they_should(made):
     done = verify_results([out], data_dir=root, device="cpu")
     assert [v.path.name for v in done] == ["fgsm.json", "pgd.json", "pixel.json"]
     assert all(v.ok and v.legacy == 0 and v.repeats > 0 for v in done), [str(m) for v in done for m in v.mismatches]
-    assert not npz_path(out / "pixel.json").exists()  # pixels live in the JSON
+    assert not npz_files(out / "pixel.json")  # pixels live in the JSON
     fgsm = json.loads((out / "fgsm.json").read_text())
-    assert fgsm["adversarials"]["file"] == "fgsm.adv.npz"
+    assert fgsm["adversarials"]["file"] == f"fgsm.{fgsm['adversarials']['sha256'][:12]}.adv.npz"
     assert {r["stored"] for s in fgsm["settings"] for r in s["repeats"]} == {"npz"}
 
 
@@ -77,7 +77,7 @@ def test_one_flipped_success_fails_verification(made, tmp_path):
 def test_a_swapped_npz_or_checkpoint_fails(made, tmp_path):
     root, _, out = made
     path = _copy(made, tmp_path, "pgd")
-    shutil.copy(npz_path(out / "fgsm.json"), npz_path(path))  # a valid file, but not this result's
+    shutil.copy(adversarials_file(out / "fgsm.json"), adversarials_file(path))  # a valid file, but not this result's
     (v,) = verify_results([path], data_dir=root, device="cpu")
     assert any(m.field == "sha256" and m.where == "adversarials file" for m in v.mismatches)
 
@@ -130,7 +130,7 @@ def test_force_over_a_dense_result_with_a_pixel_attack_leaves_no_stale_npz(made,
     run = AttackRun(model="lenet5", act="relu", attack="pixel", options={"population": 8, "generations": 1}, images=6,
                     repeats=1, seed=0, checkpoint=str(ck))
     run_attack(run, out=path, data_dir=root, device="cpu", force=True)
-    assert not npz_path(path).exists()
+    assert not npz_files(path)
     (v,) = verify_results([path], data_dir=root, device="cpu")
     assert v.ok
 
@@ -142,7 +142,7 @@ def test_a_run_stopped_after_its_last_repeat_keeps_its_adversarials(made, tmp_pa
     out = tmp_path / "fgsm.json"
     interrupt_run(run, out, root, stop_at=lambda label, r: label == "eps=0.1")  # after its last repeat
     _, result = run_attack(run, out=out, data_dir=root, device="cpu")  # nothing left to run
-    assert result["status"] == "complete" and npz_path(out).exists()
+    assert result["status"] == "complete" and adversarials_file(out).is_file() and len(npz_files(out)) == 1
     (v,) = verify_results([out], data_dir=root, device="cpu")
     assert v.ok and v.repeats == 2
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..adversarials import Store, keep, npz_path, repeat_key
+from ..adversarials import Store, drop_unnamed, keep, named_npz, npz_path, repeat_key
 from ..checkpoints import default_checkpoint, load_checkpoint
 from ..config import config_from_dict, config_to_dict
 from ..data import load_split, to_float
@@ -243,28 +243,30 @@ def attack_model(
                         "images": image_records(indices, labels.cpu(), verdict, outcome.queries.cpu(), outcome.details),
                     })
                     result["wall_time_s"] = round(result["wall_time_s"] + elapsed, 3)
-                    block = store.write()  # before the JSON that names it: see Store
+                    block = store.write(out)  # before the JSON that names it, the old file after: see adversarials
                     if block is not None:
                         result["adversarials"] = block
                     write_result(out, result)
+                    drop_unnamed(out, result.get("adversarials"))
                     bar.update(task, advance=1)
                     if on_repeat is not None:
                         on_repeat(label, r)
                 entry["aggregate"] = aggregate(entry["repeats"])
         result["status"] = "complete"
         written = write_result(out, result)
-        if "adversarials" not in result:
-            store.path.unlink(missing_ok=True)  # a stale .npz of an earlier run under this name
+        drop_unnamed(out, result.get("adversarials"))  # a stale .npz of an earlier run under this name
         return out, written
 
 
 def _adversarial_store(out: Path, previous: dict[str, Any] | None) -> Store:
     """The result's ``.npz`` store: the stored one when resuming (every repeat it names must be in
     it), else a fresh one, so a stale file from an earlier run is never carried over (it stays
-    until this run writes its own, or ends storing none: an interrupted --force keeps the old pair)."""
-    path = npz_path(out)
-    if previous is None:
-        return Store(path)
+    until this run writes its own, or ends storing none: an interrupted --force keeps the old pair).
+    Only the file the previous JSON names is read, never one merely found beside it."""
+    block = (previous or {}).get("adversarials")
+    if not block:
+        return Store(npz_path(out))
+    path = named_npz(out, block)
     store = Store.load(path)
     for s_idx, entry in enumerate(previous["settings"]):
         for rep in entry["repeats"]:
