@@ -192,6 +192,8 @@ def _train(config: TrainConfig, out: Path, data_dir: str | Path | None, dev: tor
         images = train_split.images[:keep].to(dev)
         labels = train_split.labels[:keep].to(dev)
         n = images.shape[0]
+        if n < config.batch_size:  # a known bound: no full batch, no step
+            raise ConfigError(f"batch_size {config.batch_size} is larger than the {n} training images of {config.dataset}")
         steps_per_epoch = n // config.batch_size  # drop the ragged last batch: BatchNorm needs >1
         total = steps_per_epoch * config.epochs
         with progress_bar(show_progress) as bar:

@@ -263,11 +263,14 @@ def test_crafted_files_in_a_results_folder_are_one_line_and_never_hang(relu_ckpt
         assert r.exit_code == 2 and _one_error_line(r, "nested too deeply"), r.output
 
 
-def test_a_factory_without_trainable_parameters_is_one_line_in_train(fake_data, tmp_path):
+def test_a_factory_without_trainable_parameters_or_a_batch_beyond_the_data_is_one_line_in_train(fake_data, tmp_path):
     r = _invoke("train", "--model", "tests.factories:noparams", "--dataset", "mnist", "--epochs", "1",
                 "--data-dir", str(fake_data), "--out", str(tmp_path / "x.pt"), "--quiet", "--device", "cpu")
     assert r.exit_code == 1 and _one_error_line(r, "has no trainable parameters"), r.output
     assert not (tmp_path / "x.pt").exists()
+    r = _invoke("train", "--model", "mlp", "--dataset", "mnist", "--epochs", "1", "--batch-size", "100000000",
+                "--data-dir", str(fake_data), "--out", str(tmp_path / "x.pt"), "--quiet", "--device", "cpu")
+    assert r.exit_code == 1 and _one_error_line(r, "batch_size 100000000 is larger than the"), r.output
 
 
 def test_a_population_beyond_the_machine_is_one_line_before_allocating(relu_ckpt, tmp_path):
