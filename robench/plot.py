@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, RobenchError
+from .errors import CheckpointError, ReadError, RobenchError
 from .models import ModelArgs, build_model_from_args
 from .results import OnError, list_results, warn_skipped
+from .storage import read_json
 
 
 def _pyplot() -> Any:
@@ -37,11 +38,13 @@ def _sidecar(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{side} is not a robench checkpoint sidecar")
         return meta
     try:
-        meta = json.loads(side.read_text())
+        meta = read_json(side)
     except FileNotFoundError:
         raise CheckpointError(f"no sidecar {side} (plots read the JSON written beside each checkpoint)") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"sidecar {side} is corrupt JSON") from None
+    except ReadError as err:  # a FIFO, a huge or absurdly nested file
+        raise CheckpointError(f"sidecar {err}") from None
     if "history" not in meta or "model_args" not in meta:
         raise CheckpointError(f"{side} is not a robench checkpoint sidecar")
     return meta
