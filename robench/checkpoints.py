@@ -71,7 +71,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, args: ModelArgs, dataset
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return read_bytes(path)
+        return read_bytes(path, limit=1 << 40)  # weights may be large; only a FIFO or a folder is refused
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} not found") from None
     except ReadError as err:  # a folder, a FIFO (never waited on), a file too large to be a checkpoint

@@ -71,3 +71,16 @@ def test_read_json_refuses_deep_nesting_in_one_error(tmp_path):
         read_json(deep)
     (tmp_path / "flat.json").write_text('{"a": [1, {"b": 2}]}')
     assert read_json(tmp_path / "flat.json") == {"a": [1, {"b": 2}]}
+
+
+def test_a_read_allocates_the_file_not_the_limit(tmp_path):
+    import tracemalloc
+
+    small = tmp_path / "small.json"
+    small.write_bytes(b"{}")
+    tracemalloc.start()
+    try:
+        assert read_bytes(small, limit=1 << 40) == b"{}"  # a read(limit) would ask for a terabyte
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    finally:
+        tracemalloc.stop()
