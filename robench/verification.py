@@ -86,7 +86,7 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             files += result_paths(p)
-        elif p.is_file():
+        elif p.exists():  # a FIFO named here is refused by read_result in one line, without blocking
             files.append(p)
         else:
             raise ResultError(f"{p} not found")

@@ -256,6 +256,8 @@ def test_crafted_files_in_a_results_folder_are_one_line_and_never_hang(relu_ckpt
         os.mkfifo(folder / "zz.json")
         r = _finished(lambda: _invoke(*args, str(folder)))
         assert r.exit_code == 0 and "zz.json" in r.output and "not regular files" in r.output, r.output
+    r = _finished(lambda: _invoke("verify", str(folder / "zz.json"), "--data-dir", str(root), "--device", "cpu"))
+    assert r.exit_code == 2 and _one_error_line(r, "is a FIFO, not a regular file"), r.output  # named, not found in a folder
     (made / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
     for args in (["check", "--baseline", str(baseline), "--results", str(made)],
                  ["verify", str(made / "deep.json"), "--data-dir", str(root), "--device", "cpu"]):
