@@ -14,7 +14,7 @@ import robench.results
 from robench.adversarials import named_npz, npz_files, npz_path
 from robench.attacks.runner import AttackRun, run_attack
 from robench.errors import ResultError
-from robench.verify import verify_results
+from robench.verification import verify_results
 from tests.conftest import adversarials_file, interrupt_run, train_tiny_lenet
 
 
