@@ -20,9 +20,9 @@ from typing import Literal
 
 from .adversarials import npz_files
 from .attacks import get_attack
-from .attacks.runner import AttackRun, ResultExistsError, run_attack
-from .checkpoints import sidecar_path
-from .config import TrainConfig
+from .attacks.runner import AttackRun, ResultExistsError, request_difference, run_attack
+from .checkpoints import read_meta, sidecar_path
+from .config import TrainConfig, config_difference
 from .errors import ResultError, RobenchError
 from .locks import CellBusy
 from .results import read_result
@@ -58,17 +58,34 @@ class Cell:
         return [*npz_files(self.out), self.out]  # named by content: whichever are there now
 
     def state(self) -> str:
-        """'done', 'partial' (an interrupted run to resume) or 'missing'."""
+        """'done', 'partial' (an interrupted run to resume), 'missing', or 'conflict': the output is
+        there but answers another request (running the cell fails, saying which fields differ)."""
+        return self.plan()[0]
+
+    def plan(self) -> tuple[str, str]:
+        """(state, why): ``why`` names the fields a conflicting output differs in, after filling in
+        what an older robench did not record (config.config_difference); else ''."""
         if self.train is not None:
             if resume_path(self.out).exists():
-                return "partial"
-            return "done" if self.out.exists() else "missing"
+                return "partial", ""
+            if not self.out.exists():
+                return "missing", ""
+            try:
+                differ = config_difference(read_meta(self.out).get("train_config"), self.train)
+            except RobenchError as err:
+                return "conflict", str(err).splitlines()[0]
+            return ("conflict", "trained with another " + ", ".join(differ)) if differ else ("done", "")
+        assert self.run is not None
         if not self.out.exists():
-            return "missing"
+            return "missing", ""
         try:
-            return "done" if read_result(self.out)["status"] == "complete" else "partial"
+            stored = read_result(self.out)
         except ResultError:
-            return "partial"  # an unreadable file is rerun; run_attack reports it if it cannot be
+            return "partial", ""  # an unreadable file is rerun; run_attack reports it if it cannot be
+        differ = request_difference(stored, replace(self.run, checkpoint=str(self.run.checkpoint_path())))
+        if differ:
+            return "conflict", "made with a different " + ", ".join(differ)
+        return ("done" if stored["status"] == "complete" else "partial"), ""
 
     def steps(self) -> tuple[int, int]:
         """(finished, total) epochs or attack repeats, for a progress bar."""

@@ -339,14 +339,25 @@ def suite(
                             help="run the cells as Ray tasks (needs the ray extra): alone, on a local cluster; "
                                  "'auto' or host:port joins a running one. Put it after CONFIG"),
     quiet: bool = typer.Option(False),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the cells that would run (and how many are done); run nothing"),
 ) -> None:
     """Run a models × activations × seeds × attacks grid: missing cells run, finished ones are skipped.
 
     A suite with a ``train:`` section first trains the checkpoints it lacks. A cell that fails skips
     only the cells that need it; the failures are listed at the end (exit 1)."""
     from .rendering import render
-    from .suite import SuiteIncomplete, load_suite, run_suite
+    from .suite import SuiteIncomplete, load_suite, plan, run_suite
     from .tables import build_report
+
+    if dry_run:
+        s = run_guarded(lambda: load_suite(config))
+        planned = run_guarded(lambda: plan(s))
+        for cell, state, why in planned:
+            if state != "done":
+                print(f"{state:8s} {cell.out}" + (f": {why}" if why else ""))
+        todo = sum(1 for _, state, _ in planned if state != "done")
+        _console().print(f"suite {s.name}: {len(planned)} cells, {len(planned) - todo} done, {todo} to run")
+        return
 
     def go() -> Any:
         s = load_suite(config)

@@ -33,21 +33,51 @@ def config_from_dict(cls: type[C], data: dict[str, Any], where: str = "config") 
         raise ConfigError(f"{where}: {err}") from None
 
 
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """JSON/YAML-ready dict (tuples become lists). A field added after files were written with its
     class (``metadata={"omit_at_default": True}``) is left out at its default, so those files'
     dicts still compare equal to a new run's and hash to the same names."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple | list):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
     omit = {f.name for f in dataclasses.fields(config) if f.metadata.get("omit_at_default")
             and getattr(config, f.name) == f.default}
-    return {k: plain(v) for k, v in dataclasses.asdict(config).items() if k not in omit}
+    return {k: _plain(v) for k, v in dataclasses.asdict(config).items() if k not in omit}
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default, calling its factory."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def normalised(cls: type, stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config of ``cls`` with every field it lacks at the value it ran with: today's
+    default, or, for a field whose default has changed since (declared on the field as
+    ``metadata={"default_was": old}``), the old one. Values are plain (lists, not tuples); keys
+    ``cls`` no longer knows are kept, so they count as a difference."""
+    out = dict(stored)
+    for f in fields(cls):
+        if f.name not in out:
+            out[f.name] = f.metadata["default_was"] if "default_was" in f.metadata else field_default(f)
+    return _plain(out)
+
+
+def config_difference(stored: dict[str, Any], today: Any) -> list[str]:
+    """The fields in which a stored config (a dict an older robench may have written) and today's
+    request (a config dataclass) differ once the stored one is normalised; [] when they describe the
+    same run. An option added since, at its default, is no difference; a changed default is."""
+    if not isinstance(stored, dict):
+        return ["(not a mapping)"]
+    old = normalised(type(today), stored)
+    new = _plain(dataclasses.asdict(today))
+    return sorted(k for k in old.keys() | new.keys() if k not in new or k not in old or old[k] != new[k])
 
 
 def load_yaml(path: str | Path) -> Any:

@@ -104,6 +104,12 @@ class SuiteConfig:
         ]
 
 
+def plan(suite: SuiteConfig) -> list[tuple[Cell, str, str]]:
+    """Every cell of ``suite`` with its state and, for a conflict, why (Cell.plan): what ``robench
+    suite --dry-run`` lists. Nothing runs and nothing is written."""
+    return [(cell, *cell.plan()) for cell in suite.cells()]
+
+
 def load_suite(path: str | Path) -> SuiteConfig:
     data = load_yaml(path)
     if not isinstance(data, dict):

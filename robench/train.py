@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from .activations import Activation, activation_factory, activation_state
 from .adversarial import EVAL_IMAGES, Threat, collapsed, eval_threat, robust_accuracy, training_loss
 from .checkpoints import DEFAULT_DIR, read_meta, save_checkpoint, sidecar_path
-from .config import TrainConfig, config_to_dict
+from .config import TrainConfig, config_difference, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
 from .errors import CheckpointError, ConfigError
 from .locks import cell_lock
@@ -309,10 +309,9 @@ def _stored(out: Path, config: TrainConfig) -> TrainResult:
     """The finished checkpoint at ``out``, when it was trained with ``config`` (like make: asking
     again for what is there is not an error); another config there is one."""
     meta = read_meta(out)  # checks the sidecar belongs to the .pt
-    stored_cfg = meta.get("train_config")
-    if stored_cfg != config_to_dict(config):
-        differ = sorted(k for k in config_to_dict(config) if (stored_cfg or {}).get(k) != config_to_dict(config)[k])
-        raise CheckpointError(f"{out} exists, trained with another {', '.join(differ) or 'config'}; pass --force to "
+    differ = config_difference(meta.get("train_config"), config)
+    if differ:
+        raise CheckpointError(f"{out} exists, trained with another {', '.join(differ)}; pass --force to "
                               "train it again, or --out another path")
     history = meta.get("history") or [{}]
     return TrainResult(out, float(meta["clean_test_accuracy"]), history, float(meta.get("wall_time_s", 0.0)),
@@ -346,7 +345,7 @@ def _load_resume(path: Path, config: TrainConfig, model: nn.Module, opt: torch.o
                  gens: dict[str, torch.Generator], dev: torch.device) -> tuple[int, list, dict, _Best]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] != config_to_dict(config):
+        if config_difference(state["config"], config):
             raise CheckpointError(
                 f"{path} is an unfinished run with a different config; delete it to start over"
             )

@@ -21,7 +21,7 @@ import torch
 
 from ..adversarials import Store, drop_unnamed, keep, named_npz, npz_path, repeat_key
 from ..checkpoints import default_checkpoint, load_checkpoint
-from ..config import config_from_dict, config_to_dict
+from ..config import config_difference, config_from_dict, config_to_dict, field_default
 from ..data import load_split, to_float
 from ..errors import ResultError, RobenchError
 from ..locks import cell_lock
@@ -75,16 +75,10 @@ class AttackRun:
         Defaults stay out so that an option added later does not rename every stored result."""
         config = self.attack_config()
         changed = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-                   if getattr(config, f.name) != _default(f)}
+                   if getattr(config, f.name) != field_default(f)}
         repeats = 1 if get_attack(self.attack).deterministic else self.repeats
         key = {"images": self.images, "repeats": repeats, "attack_config": changed}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:6]
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
 
 
 class ResultExistsError(ResultError):
@@ -199,7 +193,7 @@ def attack_model(
             "attack_config": config_to_dict(config), "run": config_to_dict(run), "checkpoint": checkpoint,
             "provenance": prov.to_dict(), "seed": run.seed,
         }
-        previous = _resumable(out, header, force)
+        previous = _resumable(out, header, run, force)
         if previous is not None:
             indices, drawn = previous["image_set"]["indices"], previous["image_set"]["drawn"]
         else:
@@ -276,18 +270,34 @@ def _adversarial_store(out: Path, previous: dict[str, Any] | None) -> Store:
     return store
 
 
-def _resumable(out: Path, header: dict[str, Any], force: bool) -> dict[str, Any] | None:
+def request_difference(stored: dict[str, Any], run: AttackRun) -> list[str]:
+    """What a stored result was asked for differently from ``run`` (its checkpoint written out),
+    after filling in what an older robench did not record (config.config_difference): names such as
+    ``attack_config.strategy`` or ``run.images``; [] when it answers the same request."""
+    if stored.get("attack") != run.attack:
+        return ["attack"]
+    differ = [key for key in ("model", "act", "dataset", "seed") if stored.get(key) != getattr(run, key)]
+    differ += [f"attack_config.{name}" for name in config_difference(stored.get("attack_config"), run.attack_config())]
+    # the options are the attack_config as asked for: compared above, filled in
+    stored_run = stored.get("run") if isinstance(stored.get("run"), dict) else {}
+    differ += [f"run.{name}" for name in config_difference(stored_run | {"options": {}}, dataclasses.replace(run, options={}))]
+    return differ
+
+
+def _resumable(out: Path, header: dict[str, Any], run: AttackRun, force: bool) -> dict[str, Any] | None:
     """The partial result to continue from, None to start afresh; refuses to clobber."""
     if not out.exists() or force:
         return None
     old = read_result(out)
     finished = old["status"] == "complete"
     provenance = {k: v for k, v in old["provenance"].items() if k != "root"}  # an older robench stored root
-    for key in ("model", "act", "dataset", "attack", "attack_config", "run", "checkpoint", "provenance", "seed"):
-        if (provenance if key == "provenance" else old.get(key)) != header[key]:
-            what = "a finished result" if finished else "an unfinished run"
-            raise ResultError(f"{out} is {what} with a different {key}; pass --force to "
-                              f"{'replace it' if finished else 'start over'}")
+    differ = request_difference(old, run)
+    differ += [key for key in ("checkpoint", "provenance")
+               if (provenance if key == "provenance" else old.get(key)) != header[key]]
+    if differ:
+        what = "a finished result" if finished else "an unfinished run"
+        raise ResultError(f"{out} is {what} with a different {', '.join(differ)}; pass --force to "
+                          f"{'replace it' if finished else 'start over'}")
     if finished:
         raise ResultExistsError(f"{out} is stored; pass --force to run it again", out, old)
     return old
@@ -302,4 +312,4 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["AttackRun", "ResultExistsError", "run_attack", "select_images", "summary_rows"]
+__all__ = ["AttackRun", "ResultExistsError", "request_difference", "run_attack", "select_images", "summary_rows"]
