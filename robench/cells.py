@@ -21,7 +21,7 @@ from typing import Literal
 from .adversarials import npz_files
 from .attacks import get_attack
 from .attacks.runner import AttackRun, ResultExistsError, request_difference, run_attack
-from .checkpoints import read_meta, sidecar_path
+from .checkpoints import history_path, read_meta, sidecar_path
 from .config import TrainConfig, config_difference
 from .errors import ResultError, RobenchError
 from .locks import CellBusy
@@ -54,7 +54,7 @@ class Cell:
         """Every file the cell has written, in the order a copy of them must be written (a sidecar
         before its .pt, an .npz before the result naming it); the last is the one that says 'finished'."""
         if self.train is not None:
-            return [resume_path(self.out), sidecar_path(self.out), self.out]
+            return [resume_path(self.out), history_path(self.out), sidecar_path(self.out), self.out]
         return [*npz_files(self.out), self.out]  # named by content: whichever are there now
 
     def state(self) -> str:

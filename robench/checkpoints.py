@@ -10,6 +10,7 @@ to other weights (a crash between the two writes, a file copied over) is refused
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -30,6 +31,7 @@ from .storage import atomic_write_bytes, atomic_write_json, read_bytes, read_jso
 FORMAT = "robench-checkpoint"
 VERSION = 1
 DEFAULT_DIR = Path("checkpoints")
+HISTORY_KEYS = ("history", "activations_init")  # the training record kept beside the sidecar, not in it
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,58 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)  # a torch.compile'd module keeps the original here
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, args: ModelArgs, dataset: str, meta: dict[str, Any]) -> None:
-    """Write ``path`` (.pt) and its JSON sidecar bound to it by sha256; weights go to the CPU first.
+def history_path(path: str | Path) -> Path:
+    """``checkpoints/x.pt`` -> ``checkpoints/x.history.json.gz``: the training history beside it."""
+    path = Path(path)
+    return path.with_name(path.with_suffix("").name + ".history.json.gz")
 
-    Sidecar first, .pt last, each atomically: a crash between the two leaves the new sidecar
-    beside the old .pt, a pair that loading refuses by hash rather than one that loads with
+
+def split_history(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``meta``'s training history (``HISTORY_KEYS``: per-epoch losses and activation states)
+    to the compact file beside checkpoint ``path`` and return ``meta`` naming it instead, so the
+    sidecar stays a few KiB. The file is gzip'd JSON with mtime 0: its bytes are a function of the
+    history. ``meta`` without history comes back as it is."""
+    moved = {k: meta[k] for k in HISTORY_KEYS if k in meta}
+    if not moved:
+        return meta
+    data = gzip.compress(json.dumps(moved, separators=(",", ":"), allow_nan=False).encode(), mtime=0)
+    atomic_write_bytes(history_path(path), data)
+    kept = {k: v for k, v in meta.items() if k not in HISTORY_KEYS}
+    return kept | {"history_file": {"file": history_path(path).name, "sha256": hashlib.sha256(data).hexdigest()}}
+
+
+def read_history(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The training history of checkpoint ``path`` whose sidecar is ``meta``: ``{"history": [one
+    record per epoch], "activations_init": {...}}``, inline in a sidecar an older robench wrote, or
+    from the file ``meta["history_file"]`` names (checked against its sha256); {} when it has none.
+    Every reader of the history goes through here."""
+    if "history_file" not in meta:
+        return {k: meta[k] for k in HISTORY_KEYS if k in meta}
+    block = meta["history_file"]
+    file = history_path(path)
+    if not isinstance(block, dict) or block.get("file") != file.name:
+        raise CheckpointError(f"sidecar of {Path(path).name} names history file {block!r}, expected {file.name}")
+    try:
+        data = file.read_bytes()
+    except OSError:
+        raise CheckpointError(f"training history {file} is missing; restore it beside its checkpoint") from None
+    if hashlib.sha256(data).hexdigest() != block.get("sha256"):
+        raise CheckpointError(f"training history {file} does not match its sidecar (sha256)")
+    try:
+        history = json.loads(gzip.decompress(data))
+    except (OSError, EOFError, ValueError):
+        raise CheckpointError(f"training history {file} is corrupt") from None
+    if not isinstance(history, dict):
+        raise CheckpointError(f"training history {file} is not a JSON object")
+    return {k: history[k] for k in HISTORY_KEYS if k in history}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, args: ModelArgs, dataset: str, meta: dict[str, Any]) -> None:
+    """Write ``path`` (.pt), its JSON sidecar bound to it by sha256, and the training history the
+    sidecar names (split_history); weights go to the CPU first.
+
+    History and sidecar first, .pt last, each atomically: a crash between them leaves the new
+    sidecar beside the old .pt, a pair that loading refuses by hash rather than one that loads with
     metadata describing other weights."""
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "model_args": args.to_dict(), "dataset": dataset, "state_dict": state}
@@ -65,6 +114,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, args: ModelArgs, dataset
     data = buf.getvalue()
     head = {"format": FORMAT + "-meta", "version": VERSION, "model_args": args.to_dict(), "dataset": dataset,
             "pt_sha256": hashlib.sha256(data).hexdigest()}
+    meta = split_history(path, meta)
     atomic_write_json(sidecar_path(path), head | meta | head)  # head's keys first, and ``meta`` cannot override them
     atomic_write_bytes(path, data)
 

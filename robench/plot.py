@@ -34,9 +34,7 @@ def _sidecar(path: str | Path) -> dict[str, Any]:
     side = path if path.suffix == ".json" else path.with_suffix(".json")
     if side.with_suffix(".pt").is_file() and side.is_file():
         meta = read_meta(side.with_suffix(".pt"))  # checks the sidecar still belongs to its weights
-        if "history" not in meta or "model_args" not in meta:
-            raise CheckpointError(f"{side} is not a robench checkpoint sidecar")
-        return meta
+        return _with_history(side, meta)
     try:
         meta = read_json(side)
     except FileNotFoundError:
@@ -45,6 +43,16 @@ def _sidecar(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"sidecar {side} is corrupt JSON") from None
     except ReadError as err:  # a FIFO, a huge or absurdly nested file
         raise CheckpointError(f"sidecar {err}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{side} is not a robench checkpoint sidecar")
+    return _with_history(side, meta)
+
+
+def _with_history(side: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar with its training history in (read_history: inline or the file beside it)."""
+    from .checkpoints import read_history
+
+    meta = meta | read_history(side.with_suffix(".pt"), meta)
     if "history" not in meta or "model_args" not in meta:
         raise CheckpointError(f"{side} is not a robench checkpoint sidecar")
     return meta

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .attacks.metrics import mean_std
-from .checkpoints import checkpoint_files, read_meta
+from .checkpoints import checkpoint_files, read_history, read_meta
 from .errors import CheckpointError, ResultError
 from .tables import checkpoint_tag
 from .robustness import median_distance
@@ -143,6 +143,7 @@ def checkpoint_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
             meta = read_meta(pt)
             cfg, args = meta["train_config"], meta["model_args"]
             seed = int(cfg["seed"])
+            meta = meta | read_history(pt, meta)
             values = {metric: read(meta) for metric, read in CHECKPOINT_METRICS.items()}
         except (CheckpointError, KeyError, IndexError, TypeError, ValueError, json.JSONDecodeError) as err:
             notes.append(f"{pt.name}: left out ({type(err).__name__}: {err})")

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from .activations import Activation, activation_factory, activation_state
 from .adversarial import EVAL_IMAGES, Threat, collapsed, eval_threat, robust_accuracy, training_loss
-from .checkpoints import DEFAULT_DIR, read_meta, save_checkpoint, sidecar_path
+from .checkpoints import DEFAULT_DIR, history_path, read_history, read_meta, save_checkpoint, sidecar_path
 from .config import TrainConfig, config_difference, config_to_dict
 from .data import Split, augment, dataset_info, load_split, to_float
 from .errors import CheckpointError, ConfigError
@@ -149,9 +149,11 @@ def train(
     out = Path(out) if out else DEFAULT_DIR / f"{config.run_name}.pt"
     if out.exists() and not resume_path(out).exists() and not force:
         return _stored(out, config)  # before the lock: a stored checkpoint in a read-only folder still answers
-    writes = [(out, "checkpoint"), (sidecar_path(out), "checkpoint sidecar"), (resume_path(out), "resume file")]
+    writes = [(out, "checkpoint"), (sidecar_path(out), "checkpoint sidecar"), (history_path(out), "training history"),
+              (resume_path(out), "resume file")]
     if config.adv != "none":
-        writes += [(last_path(out), "last-epoch checkpoint"), (sidecar_path(last_path(out)), "checkpoint sidecar")]
+        writes += [(last_path(out), "last-epoch checkpoint"), (sidecar_path(last_path(out)), "checkpoint sidecar"),
+                   (history_path(last_path(out)), "training history")]
     for path, what in writes:
         check_writable(path, what)  # before an epoch is spent, not after
     with cell_lock(out, blocking=wait):
@@ -313,7 +315,7 @@ def _stored(out: Path, config: TrainConfig) -> TrainResult:
     if differ:
         raise CheckpointError(f"{out} exists, trained with another {', '.join(differ)}; pass --force to "
                               "train it again, or --out another path")
-    history = meta.get("history") or [{}]
+    history = read_history(out, meta).get("history") or [{}]
     return TrainResult(out, float(meta["clean_test_accuracy"]), history, float(meta.get("wall_time_s", 0.0)),
                        int(meta.get("resumed_from_epoch", 0)), stored=True, robust_accuracy=meta.get("robust_accuracy"))
 

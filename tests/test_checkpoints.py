@@ -1,15 +1,19 @@
+import gzip
 import hashlib
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from robench.checkpoints import list_checkpoints, load_checkpoint, read_meta, save_checkpoint, sidecar_path
+from robench.checkpoints import (history_path, list_checkpoints, load_checkpoint, read_history, read_meta, save_checkpoint,
+                                sidecar_path)
 from robench.errors import CheckpointError
 from robench.models import ModelArgs, build_model_from_args
 
+REPO = Path(__file__).resolve().parents[1]
 ARGS = ModelArgs("lenet5", "sapl", 10, 3, 32, (0.5,), (0.25,), {"compiled": False})
 
 
@@ -181,3 +185,45 @@ def test_non_finite_weights_are_refused(tmp_path, key, value):
     save_checkpoint(path, model, ARGS, "cifar10", {})
     with pytest.raises(CheckpointError, match=rf"nan.pt has non-finite weights \(first: {key}\)"):
         load_checkpoint(path)
+
+
+def _history_meta() -> dict:
+    epochs = [{"epoch": e, "train_loss": 1.0 / e, "activations": {"act1": {"a": [0.1 * e] * 6}}} for e in (1, 2)]
+    return {"clean_test_accuracy": 0.5, "history": epochs, "activations_init": {"act1": {"a": [0.0] * 6}}}
+
+
+def test_training_history_goes_beside_the_sidecar_compactly_and_deterministically(tmp_path):
+    model = build_model_from_args(ARGS)
+    meta = _history_meta()
+    paths = [tmp_path / "a" / "m.pt", tmp_path / "b" / "m.pt"]
+    for path in paths:
+        path.parent.mkdir()
+        save_checkpoint(path, model, ARGS, "cifar10", meta)
+    side = read_meta(paths[0])
+    assert "history" not in side and "activations_init" not in side
+    assert side["history_file"]["file"] == history_path(paths[0]).name == "m.history.json.gz"
+    assert history_path(paths[0]).read_bytes() == history_path(paths[1]).read_bytes()  # gzip mtime 0
+    assert read_history(paths[0], side) == {k: meta[k] for k in ("history", "activations_init")}
+    assert "\n " not in sidecar_path(paths[0]).read_text()  # compact
+
+
+def test_read_history_accepts_the_inline_form_and_refuses_a_swapped_file(tmp_path):
+    meta = _history_meta()
+    assert read_history(tmp_path / "old.pt", meta)["history"] == meta["history"]  # an older sidecar
+    assert read_history(tmp_path / "none.pt", {"clean_test_accuracy": 0.5}) == {}
+    model = build_model_from_args(ARGS)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, ARGS, "cifar10", meta)
+    history_path(path).write_bytes(gzip.compress(b'{"history": []}', mtime=0))
+    with pytest.raises(CheckpointError, match="does not match its sidecar"):
+        read_history(path, read_meta(path))
+    history_path(path).unlink()
+    with pytest.raises(CheckpointError, match="is missing"):
+        read_history(path, read_meta(path))
+
+
+def test_every_shipped_sidecar_history_reads():
+    for pt in sorted((REPO / "checkpoints").glob("*.pt")):
+        meta = read_meta(pt)
+        history = read_history(pt, meta)["history"]
+        assert history[-1]["epoch"] == meta["train_config"]["epochs"], pt.name

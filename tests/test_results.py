@@ -125,3 +125,13 @@ def test_list_results_is_strict_unless_told_what_to_do(tmp_path):
     assert skipped == [("b-bad.json", f"{tmp_path / 'b-bad.json'}: settings must be a list, got str")]
     with pytest.warns(UserWarning, match=r"^skipped .*b-bad.json: settings must be a list, got str$"):
         assert len(list_results(tmp_path, on_error=warn_skipped)) == 2
+
+
+def test_results_are_written_compactly_and_read_back(tmp_path):
+    from robench.results import write_result
+
+    result = good()
+    written = write_result(tmp_path / "r.json", result)
+    text = (tmp_path / "r.json").read_text()
+    assert "\n" not in text.rstrip("\n") and ": " not in text and ", " not in text.replace('", "', "")
+    assert read_result(tmp_path / "r.json") == written

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from robench.checkpoints import list_checkpoints, load_checkpoint
+from robench.checkpoints import list_checkpoints, load_checkpoint, read_history
 from robench.config import TrainConfig, config_from_dict, config_to_dict
 from robench.errors import CheckpointError
 from robench.train import resume_path, train
@@ -26,6 +26,8 @@ def test_short_training_lowers_the_loss_and_writes_checkpoint(fake_data, tmp_pat
     assert meta["provenance"]["data_official"] is False and len(meta["provenance"]["data_sha256"]) == 64
     assert "root" not in meta["provenance"] and str(fake_data) not in out.with_suffix(".json").read_text()
     assert meta["pt_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert "history" not in meta  # beside the sidecar, in the compact file it names
+    meta |= read_history(out, meta)
     assert len(meta["history"]) == 4
     # the S-APL state is recorded per epoch and starts at ReLU
     first_layer = next(iter(meta["activations_init"]))
