@@ -8,6 +8,10 @@ which ``clean + delta`` rounds away from ``adv`` (``fix_index``/``fix_value``), 
 rebuild is exact, not within an ulp. FGSM's deltas are ±eps up to clipping, which float32 noise
 hides from zlib; they are stored as int8 signs when ``clip(clean + eps * sign)`` rebuilds them.
 
+Only the counted successes are stored densely (the repeat says ``"stored_images": "successes"``):
+an image the attack did not fool has nothing to re-check, and is rebuilt as its clean image. An
+older result stored every image; both forms are read.
+
 Each repeat in the result records ``adversarial_sha256``, the hash of the rebuilt float32
 images, so a changed pixel in the JSON or a swapped ``.npz`` is caught before the model runs.
 
@@ -148,16 +152,31 @@ def _check_shape(stored: Tensor, clean: Tensor) -> None:
         raise ResultError(f"stored adversarials have shape {tuple(stored.shape)}, the image set {tuple(clean.shape)}")
 
 
-def encode(images: Tensor, adv: Tensor, pixels: list[Any] | None, eps: float | None = None) -> dict[str, np.ndarray]:
-    """What the ``.npz`` needs for one repeat: nothing when the recorded ``pixels`` rebuild ``adv``."""
+SUCCESSES = "successes"  # a repeat's ``stored_images`` when its .npz holds its counted successes only
+
+
+def encode(images: Tensor, adv: Tensor, pixels: list[Any] | None, eps: float | None = None,
+           rows: list[int] | None = None) -> dict[str, np.ndarray]:
+    """What the ``.npz`` needs for one repeat: nothing when the recorded ``pixels`` rebuild ``adv``;
+    else the dense encoding of the images at ``rows`` (None: all of them), with those rows."""
     if pixels is not None and torch.equal(from_pixels(images, pixels), adv):
         return {}
-    return encode_dense(images, adv, eps)
+    if rows is None:
+        return encode_dense(images, adv, eps)
+    return encode_dense(images[rows], adv[rows], eps) | {"rows": np.asarray(rows, dtype=np.int64)}
 
 
 def rebuild(images: Tensor, records: list[dict[str, Any]], arrays: dict[str, np.ndarray] | None) -> Tensor:
     """One repeat's adversarials from its per-image ``records`` and its ``.npz`` arrays (None: the
-    repeat stored none, so its records must hold ``pixels``)."""
+    repeat stored none, so its records must hold ``pixels``). Arrays with ``rows`` hold those images
+    only (the counted successes), and every other image is rebuilt clean."""
+    if arrays and "rows" in arrays:
+        rows = torch.from_numpy(np.asarray(arrays["rows"], dtype=np.int64)).to(images.device)
+        if rows.numel() and not (0 <= int(rows.min()) and int(rows.max()) < len(images)):
+            raise ResultError(f"stored adversarials name rows outside the {len(images)} images of the set")
+        adv = images.clone()
+        adv[rows] = decode_dense(images[rows], {k: v for k, v in arrays.items() if k != "rows"})
+        return adv
     if arrays:
         return decode_dense(images, arrays)
     if records and all("pixels" in r for r in records):
@@ -184,19 +203,29 @@ def rebuild_repeat(images: Tensor, rep: dict[str, Any], key: str, store: Store, 
     return rebuild(images, rep["images"], arrays)
 
 
-def keep(store: Store, key: str, images: Tensor, outcome: AttackOutcome, threat: tuple[str, float | None]) -> dict[str, Any]:
+def keep(store: Store, key: str, images: Tensor, outcome: AttackOutcome, threat: tuple[str, float | None],
+         success: Tensor | None = None) -> dict[str, Any]:
     """Put what rebuilds ``outcome``'s adversarials exactly into ``store`` under ``key`` (nothing when
     its ``pixels`` detail does); returns the fields the repeat records. ``threat`` is the setting's
-    (norm, budget): an Linf budget lets FGSM's proposals go in as signs."""
+    (norm, budget): an Linf budget lets FGSM's proposals go in as signs. With ``success`` (N,) bool,
+    judge's verdict, only the counted successes are stored densely; the others rebuild clean, and
+    ``adversarial_sha256`` hashes what is rebuilt."""
     norm, budget = threat
     pixels = outcome.details.get("pixels")
-    arrays = encode(images, outcome.adversarial, pixels, budget if norm == "linf" else None)
-    records = [{"pixels": p} for p in pixels or []]
-    if not torch.equal(rebuild(images, records, arrays), outcome.adversarial):
+    rows = None if success is None else torch.nonzero(success.cpu()).flatten().tolist()
+    arrays = encode(images, outcome.adversarial, pixels, budget if norm == "linf" else None, rows)
+    dense_successes = bool(arrays) and rows is not None
+    rebuilt = rebuild(images, [{"pixels": p} for p in pixels or []], arrays)
+    expected = outcome.adversarial
+    if dense_successes:
+        expected = images.clone()
+        expected[rows] = outcome.adversarial[rows]
+    if not torch.equal(rebuilt, expected):
         raise RuntimeError("stored adversarials do not rebuild the attack's images exactly (a robench bug)")
     if arrays:
         store.put(key, arrays)
-    return {"stored": "npz" if arrays else "pixels", "adversarial_sha256": images_sha256(outcome.adversarial)}
+    kept = {"stored": "npz" if arrays else "pixels", "adversarial_sha256": images_sha256(rebuilt)}
+    return kept | ({"stored_images": SUCCESSES} if dense_successes else {})
 
 
 class Store:
@@ -267,5 +296,6 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ResultError(f"adversarials file {path} is corrupt or not an .npz ({err})") from None
 
 
-__all__ = ["FORMAT", "VERSION", "Store", "decode_dense", "drop_unnamed", "encode", "encode_dense", "from_pixels",
-           "images_sha256", "keep", "named_npz", "npz_files", "npz_for", "npz_path", "read_npz", "rebuild", "rebuild_repeat", "repeat_key", "stored_kind"]
+__all__ = ["FORMAT", "SUCCESSES", "VERSION", "Store", "decode_dense", "drop_unnamed", "encode", "encode_dense", "from_pixels",
+           "images_sha256", "keep", "named_npz", "npz_files", "npz_for", "npz_path", "read_npz", "rebuild", "rebuild_repeat", "repeat_key",
+           "stored_kind"]

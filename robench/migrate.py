@@ -1,6 +1,7 @@
-"""Bring result files made by an older robench up to what this one stores, without rerunning them.
+"""Bring result files and checkpoint sidecars made by an older robench up to what this one stores,
+without rerunning them. One run is idempotent: a second finds everything up to date.
 
-Three steps, each recorded in the result's ``migrations`` list:
+For results, these steps, each recorded in the result's ``migrations`` list:
 
 - ``provenance.root`` (an absolute folder of the machine that ran it) is dropped: data are
   compared by fingerprint only.
@@ -9,13 +10,23 @@ Three steps, each recorded in the result's ``migrations`` list:
   recorded checkpoint and images, and their adversarials are stored only when ``verify`` finds every
   stored label, verdict, probability and norm reproduced; a result that does not reproduce is left
   as it is and reported.
+- Dense adversarials (``.npz``) stored for every image keep only the counted successes: each repeat
+  is rebuilt whole, checked against its recorded ``adversarial_sha256``, and stored again for the
+  images its records count (``stored_images: successes``; its hash is of the new rebuild). A repeat
+  whose rebuild does not match is left as it is and reported.
+- The JSON is written compactly.
 
-Run it as ``python -m robench.migrate [--replay] attacks/ attacks/seeds/``.
+A checkpoint sidecar (a ``.json`` beside a ``.pt``) has its training history moved to the compact
+``<stem>.history.json.gz`` it then names (checkpoints.split_history), and is written compactly.
+
+Run it as ``python -m robench.migrate [--replay] attacks/ attacks/*/ checkpoints/``; it prints the
+bytes of the files it touched before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterable
@@ -24,17 +35,21 @@ from typing import Any
 
 import torch
 
-from .adversarials import Store, drop_unnamed, keep, named_npz, npz_for, npz_path, repeat_key
+from .adversarials import SUCCESSES, Store, drop_unnamed, images_sha256, keep, named_npz, npz_for, npz_path, rebuild_repeat, repeat_key
 from .attacks import get_attack
 from .attacks.base import AttackOutcome
 from .attacks.runner import AttackRun
+from .checkpoints import read_meta, split_history
 from .config import config_from_dict
+from .data import to_float
 from .errors import ResultError, RobenchError
 from .results import read_result, write_result
-from .storage import resolve_device
+from .storage import atomic_write_bytes, resolve_device
 from .verification import _Data, result_files, verify_result
 
 DROPPED_ROOT = "provenance.root dropped (data are compared by fingerprint)"
+NOT_MIGRATED = ("does not reproduce", "left as")  # what a result that could not be migrated says
+SUCCESSES_ONLY = "dense adversarials kept for the counted successes only (rebuilt whole and hash-checked first)"
 REPLAYED = "adversarials stored by replaying the recorded seeds; verify reproduced every stored number"
 
 
@@ -66,11 +81,56 @@ def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
         elif replayed:
             _store(path, res, replayed)
             done.append(REPLAYED)
+    if failed is None and _dense_everywhere(res):
+        failed = successes_only(path, res, data)
+        if failed is None:
+            done.append(SUCCESSES_ONLY)
     if done:
         _record(res, done)
+    if done or not _compact(path, res):
         write_result(path, res)
         drop_unnamed(path, res.get("adversarials"))
+        done = done or ["written compactly"]
     return failed or (f"{path.name}: " + "; ".join(done) if done else "up to date")
+
+
+def _compact(path: Path, res: dict[str, Any]) -> bool:
+    """Whether ``path`` holds ``res`` as write_result writes it today (compact JSON)."""
+    return path.read_bytes() == (json.dumps(res, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def _dense_everywhere(res: dict[str, Any]) -> bool:
+    """Whether a repeat of ``res`` stores dense adversarials for every image (an older robench)."""
+    return any(rep.get("stored") == "npz" and rep.get("stored_images") != SUCCESSES
+               for entry in res["settings"] for rep in entry["repeats"])
+
+
+def successes_only(path: Path, res: dict[str, Any], data: _Data) -> str | None:
+    """Store ``res``'s dense adversarials for its counted successes only, updating ``res`` (the
+    caller writes it, after this writes the ``.npz`` it names); returns why not, or None."""
+    test, fingerprint = data.get(res["dataset"])
+    if fingerprint != res["provenance"].get("data_sha256"):
+        return f"{path.name}: made on other {res['dataset']} data; adversarials left as they are"
+    images = to_float(test.images[res["image_set"]["indices"]])
+    spec = get_attack(res["attack"])
+    settings = spec.settings(config_from_dict(spec.config_cls, res["attack_config"], f"{path}: attack_config"))
+    old, new = Store.load(named_npz(path, res["adversarials"])), Store(npz_path(path))
+    for s_idx, (entry, (_, setting)) in enumerate(zip(res["settings"], settings)):
+        for rep in entry["repeats"]:
+            if rep.get("stored") != "npz":
+                continue
+            key = repeat_key(s_idx, rep["repeat"])
+            adv = rebuild_repeat(images, rep, key, old, f"{path}: {entry['label']} repeat {rep['repeat']}")
+            assert adv is not None  # stored: npz
+            if rep.get("adversarial_sha256") not in (None, images_sha256(adv)):
+                return f"{path.name}: {entry['label']} repeat {rep['repeat']} does not rebuild to its hash; left as it is"
+            success = torch.tensor([r.get("success") is True for r in rep["images"]])
+            rep |= keep(new, key, images, AttackOutcome(adv, torch.zeros(len(adv), dtype=torch.int64)),
+                        spec.threat(setting), success)
+    block = new.write(path)  # the caller writes the JSON naming it, then drops the old file
+    if block is not None:
+        res["adversarials"] = block
+    return None
 
 
 def rename(path: Path, res: dict[str, Any]) -> Path:
@@ -113,14 +173,39 @@ def _record(res: dict[str, Any], done: list[str]) -> None:
     res["migrations"] = list(res.get("migrations", [])) + done
 
 
+def migrate_sidecar(side: Path) -> str:
+    """Move a checkpoint sidecar's training history to the file beside it and write the sidecar
+    compactly (its .pt, and so its pt_sha256, stay as they are)."""
+    pt = side.with_suffix(".pt")
+    meta = split_history(pt, read_meta(pt))  # read_meta checks the sidecar belongs to the .pt
+    data = (json.dumps(meta, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    if side.read_bytes() == data:
+        return "up to date"
+    atomic_write_bytes(side, data)
+    return f"{side.name}: " + ("training history moved to " + meta["history_file"]["file"] + ", "
+                               if "history_file" in meta else "") + "written compactly"
+
+
+def folder_bytes(paths: Iterable[str | Path]) -> int:
+    """Bytes of the files named and of every file directly inside the folders named."""
+    files = {f for p in map(Path, paths) for f in (p.iterdir() if p.is_dir() else [p]) if f.is_file()}
+    return sum(f.stat().st_size for f in files)
+
+
 def migrate_all(paths: Iterable[str | Path], replay: bool = False, data_dir: str | Path | None = None,
                 device: str = "auto") -> list[tuple[Path, str]]:
+    """Migrate every result and checkpoint sidecar (a .json beside a .pt) in ``paths``."""
+    paths = list(paths)
     data = _Data(data_dir)
     dev = resolve_device(device)
+    before = folder_bytes(paths)
     out = []
     for path in result_files(paths):
-        out.append((path, migrate(path, data, dev, replay)))
+        is_sidecar = path.with_suffix(".pt").is_file()
+        out.append((path, migrate_sidecar(path) if is_sidecar else migrate(path, data, dev, replay)))
         print(f"{path}: {out[-1][1]}", file=sys.stderr, flush=True)
+    after = folder_bytes(paths)
+    print(f"bytes before {before:,}, after {after:,} ({after - before:+,})", file=sys.stderr, flush=True)
     return out
 
 
@@ -136,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     except RobenchError as err:
         print(f"robench: error: {err}", file=sys.stderr)
         return 2
-    return 1 if any("does not reproduce" in what for _, what in done) else 0
+    return 1 if any(mark in what for _, what in done for mark in NOT_MIGRATED) else 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .adversarials import Store, images_sha256, named_npz, npz_path, rebuild_repeat, repeat_key
+from .adversarials import SUCCESSES, Store, images_sha256, named_npz, npz_path, rebuild_repeat, repeat_key
 from .attacks import get_attack
 from .attacks.base import AttackBudgetError, AttackOutcome, Judgement, judge
 from .attacks.metrics import aggregate, repeat_summary
@@ -159,7 +159,8 @@ def verify_result(path: Path, data: _Data, device: torch.device, replay: bool = 
                 if on_replay is not None:
                     on_replay(s_idx, r_idx, adv, images)
                 adv = adv.adversarial
-            _check_repeat(v, where, rep, indices, images, labels, model, adv, spec.budget(setting))
+            _check_repeat(v, where, rep, indices, images, labels, model, adv, spec.budget(setting),
+                          rep.get("stored_images") == SUCCESSES)
             v.repeats += 1
         if "aggregate" in entry:
             _compare_numbers(v, label, "aggregate", entry["aggregate"], aggregate(entry["repeats"]), 1e-9)
@@ -234,7 +235,8 @@ def as_ran(setting: Any, rep: dict[str, Any]) -> Any:
 
 
 def _check_repeat(v: Verification, where: str, rep: dict[str, Any], indices: list[int], images: torch.Tensor,
-                  labels: torch.Tensor, model: torch.nn.Module, adv: torch.Tensor | None, budget: dict[str, Any]) -> None:
+                  labels: torch.Tensor, model: torch.nn.Module, adv: torch.Tensor | None, budget: dict[str, Any],
+                  successes_only: bool = False) -> None:
     records = rep["images"]
     _compare(v, where, "image indices", [r["index"] for r in records], indices)
     if len(records) != len(indices):
@@ -248,7 +250,7 @@ def _check_repeat(v: Verification, where: str, rep: dict[str, Any], indices: lis
     except ValueError as err:  # a clean image the model now gets wrong
         v.mismatches.append(Mismatch(where, "clean labels", "all correct", str(err)))
         return
-    _compare_images(v, where, records, labels, j, clean_only=adv is None)
+    _compare_images(v, where, records, labels, j, clean_only=adv is None, successes_only=successes_only)
     if adv is not None:
         summary = repeat_summary(j)
         _compare_numbers(v, where, "summary", {k: rep[k] for k in summary}, summary, TOLERANCE)
@@ -257,18 +259,28 @@ def _check_repeat(v: Verification, where: str, rep: dict[str, Any], indices: lis
         _compare(v, where, "successes (from its records)", rep["successes"], sum(ok))
 
 
+CLEAN_FIELDS = ("label", "p_true_clean")
+
+
 def _compare_images(v: Verification, where: str, records: list[dict[str, Any]], labels: torch.Tensor, j: Judgement,
-                    clean_only: bool) -> None:
-    """Each image's stored record against the verdict on the rebuilt adversarial."""
+                    clean_only: bool, successes_only: bool = False) -> None:
+    """Each image's stored record against the verdict on the rebuilt adversarial. With
+    ``successes_only`` (the repeat stored its counted successes alone) a failed image is rebuilt
+    clean: its clean fields and its verdict (no success) are checked, its perturbation was not kept."""
     found: dict[str, list[Any]] = {"label": labels.cpu().tolist(), "p_true_clean": j.p_true_clean.tolist()}
     if not clean_only:
         found |= {"adv_label": j.adv_label.tolist(), "success": j.success.tolist(), "p_true_adv": j.p_true_adv.tolist(),
                   "abs_z": j.abs_z.tolist(), "linf": j.linf.tolist(), "l2": j.l2.tolist(), "l1": j.l1.tolist(),
                   "l0_pixels": j.l0_pixels.tolist()}
+    # the images whose perturbation is there to check: all, or (successes only) those both the record
+    # and the verdict count; a success flipped either way is one mismatch, of "success"
+    perturbed = [not successes_only or (r.get("success") is True and s) for r, s in zip(records, j.success.tolist())]
     for name, values in found.items():
         tol = TOLERANCE if name in FLOAT_FIELDS else None
         # a field an older robench did not record (l1 before the strong attacks) has nothing to check
-        bad = [(r, x) for r, x in zip(records, values) if name in r and not _agree(r[name], x, tol)]
+        checked = [(r, x) for r, x, kept in zip(records, values, perturbed) if name in r
+                   and (kept or name in (*CLEAN_FIELDS, "success"))]
+        bad = [(r, x) for r, x in checked if not _agree(r[name], x, tol)]
         for r, x in bad[:SHOWN]:
             v.mismatches.append(Mismatch(f"{where}, image {r['index']}", name, r.get(name), x))
         if len(bad) > SHOWN:

@@ -4,7 +4,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from robench.adversarials import npz_files
+from robench.adversarials import Store, named_npz, npz_files, repeat_key
 from robench.attacks.runner import AttackRun, run_attack
 from robench.cli import app
 from tests.conftest import adversarials_file, copy_result, edit_json, interrupt_run, strip_adversarials, train_tiny_lenet
@@ -45,6 +45,14 @@ def test_fresh_results_verify_and_store_what_they_should(made):
     fgsm = json.loads((out / "fgsm.json").read_text())
     assert fgsm["adversarials"]["file"] == f"fgsm.{fgsm['adversarials']['sha256'][:12]}.adv.npz"
     assert {r["stored"] for s in fgsm["settings"] for r in s["repeats"]} == {"npz"}
+    # the .npz holds the counted successes only, and says which
+    assert {r["stored_images"] for s in fgsm["settings"] for r in s["repeats"]} == {"successes"}
+    store = Store.load(named_npz(out / "fgsm.json", fgsm["adversarials"]))
+    for s_idx, entry in enumerate(fgsm["settings"]):
+        for rep in entry["repeats"]:
+            arrays = store.get(repeat_key(s_idx, rep["repeat"]))
+            assert arrays["rows"].tolist() == [i for i, r in enumerate(rep["images"]) if r["success"]]
+            assert len(arrays["sign"]) == rep["successes"]
 
 
 def test_one_changed_pixel_fails_verification(made, tmp_path):

@@ -230,7 +230,7 @@ def attack_model(
                     outcome = spec.fn(model, images, labels, setting, torch.Generator().manual_seed(seed))
                     verdict = judge(model, images, labels, outcome, **spec.budget(setting))
                     elapsed = time.perf_counter() - start - outcome.meta.get("compile_s", 0.0)  # compiling is not attacking
-                    kept = keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting))
+                    kept = keep(store, repeat_key(s_idx, r), images, outcome, spec.threat(setting), verdict.success)
                     entry["repeats"].append(repeat_summary(verdict) | {
                         "repeat": r, "seed": seed, "wall_time_s": round(elapsed, 3),
                         "queries_total": int(outcome.queries.sum()), **kept, **outcome.meta,
