@@ -18,8 +18,14 @@
 # prepare.py, copied from ../shared/data; `echo /.gpudata/ >> .git/info/exclude` first), unpacked to a
 # temp folder. On this project's GPU machine robench's own dependencies are there but foolbox is not:
 # carry its wheels and `pip install --no-deps -e .` first (the device tool's README says how).
-# Not yet run on a GPU: the device tool sends the working tree only up to 64 MiB, and the tracked
-# files alone are about 98 MiB (checkpoints/ 50, attacks/ 47) before the 54 MB archive.
+# From a slim export: the device tool sends at most 64 MiB of working tree, and this suite trains its
+# own checkpoints and writes its own results, so it needs none of checkpoints/ or attacks/ (no
+# shipped seed-0 checkpoint is an input: the suite names resnet18, allcnn and nin only). About 1 MB:
+#   mkdir /tmp/slim && git archive HEAD -- robench configs bench pyproject.toml README.md | tar -x -C /tmp/slim
+#   then carry .gpudata/ as below (or set ROBENCH_DATA) and run `bash bench/gpu_paper.sh` in /tmp/slim.
+# A variant that also attacks shipped models adds their files to the pathspec, e.g.
+# `checkpoints/lenet5-relu-cifar10-s0.pt checkpoints/lenet5-relu-cifar10-s0.json` (and the
+# .history.json.gz it names); docs/stored-results.md lists the commands.
 #
 # --toy checks the whole script on a CPU in about a minute, in a temp folder: the same attack list at
 # tiny budgets on LeNet-5 (relu, sapl) trained for one epoch on 2048 images (bench/gpu_paper_files.py).

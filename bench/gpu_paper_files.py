@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from robench.checkpoints import sidecar_path
+from robench.checkpoints import history_path, sidecar_path
 from robench.suite import load_suite
 
 MAX_COMMITTED_BYTES = 5 * 1024 * 1024  # checkpoints larger than this are not committed (issue 15)
@@ -45,7 +45,8 @@ def toy(config: Path, work: Path) -> None:
 
 
 def outputs(config: Path) -> list[Path]:
-    """Every result file of the suite's folder, and per checkpoint its sidecar and, when small, itself."""
+    """Every result file of the suite's folder, and per checkpoint its sidecar, its training history
+    and, when small, itself."""
     suite = load_suite(config)
     results = Path(suite.results)
     found = sorted(p for pattern in ("*.json", "*.adv.npz") for p in results.glob(pattern))
@@ -53,7 +54,7 @@ def outputs(config: Path) -> list[Path]:
         for act in suite.acts:
             for seed in suite.train_seeds:
                 pt = suite.checkpoint(model, act, seed)
-                found += [p for p in (sidecar_path(pt),) if p.is_file()]
+                found += [p for p in (sidecar_path(pt), history_path(pt)) if p.is_file()]
                 if pt.is_file() and pt.stat().st_size <= MAX_COMMITTED_BYTES:
                     found.append(pt)
     return found
