@@ -265,15 +265,27 @@ class Store:
     def _own(self, key: str) -> dict[str, np.ndarray]:
         return {k.split("/", 1)[1]: v for k, v in self.arrays.items() if k.startswith(key + "/")}
 
+    def pack(self) -> bytes:
+        """The ``.npz`` bytes: one ``.npy`` member per array, LZMA-compressed (about a fifth smaller
+        than ``np.savez_compressed``'s deflate on these deltas, and np.load reads it), in name order
+        with a fixed timestamp, so the bytes are a function of the arrays."""
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as npz:
+            for name in sorted(self.arrays):
+                member = io.BytesIO()
+                np.lib.format.write_array(member, np.asanyarray(self.arrays[name]), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_LZMA
+                npz.writestr(info, member.getvalue())
+        return buf.getvalue()
+
     def write(self, result: Path) -> dict[str, Any] | None:
         """Write the file of ``result`` when it holds anything, under its content's name; returns
         the block the result records about it (None: nothing to store). The JSON comes next, then
         drop_unnamed."""
         if not self.arrays:
             return None
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **self.arrays)
-        data = buf.getvalue()
+        data = self.pack()
         sha = hashlib.sha256(data).hexdigest()
         self.path = npz_for(result, sha)
         atomic_write_bytes(self.path, data)

@@ -49,6 +49,7 @@ from .verification import _Data, result_files, verify_result
 
 DROPPED_ROOT = "provenance.root dropped (data are compared by fingerprint)"
 NOT_MIGRATED = ("does not reproduce", "left as")  # what a result that could not be migrated says
+MAX_FILE_BYTES = 1_572_864  # the size budget's largest tracked file (.ci/size_check.py)
 SUCCESSES_ONLY = "dense adversarials kept for the counted successes only (rebuilt whole and hash-checked first)"
 REPLAYED = "adversarials stored by replaying the recorded seeds; verify reproduced every stored number"
 
@@ -62,7 +63,7 @@ def drop_root(result: dict[str, Any]) -> bool:
     return False
 
 
-def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
+def migrate(path: Path, data: _Data, device: torch.device, replay: bool, max_ratio: float = 1.0) -> str:
     """Migrate one result file in place; returns what was done, in a few words."""
     res = read_result(path)
     done: list[str] = []
@@ -82,9 +83,13 @@ def migrate(path: Path, data: _Data, device: torch.device, replay: bool) -> str:
             _store(path, res, replayed)
             done.append(REPLAYED)
     if failed is None and _dense_everywhere(res):
-        failed = successes_only(path, res, data)
-        if failed is None:
-            done.append(SUCCESSES_ONLY)
+        before = named_npz(path, res["adversarials"]).stat().st_size
+        rewritten = successes_only(path, res, data, max_ratio)
+        if rewritten is True:
+            after = named_npz(path, res["adversarials"]).stat().st_size
+            done.append(f"{SUCCESSES_ONLY}: .npz {before:,} -> {after:,} bytes")
+        elif rewritten is not False:
+            failed = rewritten
     if done:
         _record(res, done)
     if done or not _compact(path, res):
@@ -105,16 +110,21 @@ def _dense_everywhere(res: dict[str, Any]) -> bool:
                for entry in res["settings"] for rep in entry["repeats"])
 
 
-def successes_only(path: Path, res: dict[str, Any], data: _Data) -> str | None:
+def successes_only(path: Path, res: dict[str, Any], data: _Data, max_ratio: float = 1.0) -> bool | str:
     """Store ``res``'s dense adversarials for its counted successes only, updating ``res`` (the
-    caller writes it, after this writes the ``.npz`` it names); returns why not, or None."""
+    caller writes it, after this writes the ``.npz`` it names). The ``.npz`` is rewritten only when
+    the new one is at most ``max_ratio`` of the old one's bytes, or the old one is over the size
+    budget's 1.5 MiB: every byte rewritten counts twice in the commit that records it. Returns True
+    when rewritten, False when not worth it, else why not (the files are left as they are)."""
     test, fingerprint = data.get(res["dataset"])
     if fingerprint != res["provenance"].get("data_sha256"):
         return f"{path.name}: made on other {res['dataset']} data; adversarials left as they are"
     images = to_float(test.images[res["image_set"]["indices"]])
     spec = get_attack(res["attack"])
     settings = spec.settings(config_from_dict(spec.config_cls, res["attack_config"], f"{path}: attack_config"))
-    old, new = Store.load(named_npz(path, res["adversarials"])), Store(npz_path(path))
+    old_npz = named_npz(path, res["adversarials"])
+    old, new = Store.load(old_npz), Store(npz_path(path))
+    kept: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for s_idx, (entry, (_, setting)) in enumerate(zip(res["settings"], settings)):
         for rep in entry["repeats"]:
             if rep.get("stored") != "npz":
@@ -125,12 +135,17 @@ def successes_only(path: Path, res: dict[str, Any], data: _Data) -> str | None:
             if rep.get("adversarial_sha256") not in (None, images_sha256(adv)):
                 return f"{path.name}: {entry['label']} repeat {rep['repeat']} does not rebuild to its hash; left as it is"
             success = torch.tensor([r.get("success") is True for r in rep["images"]])
-            rep |= keep(new, key, images, AttackOutcome(adv, torch.zeros(len(adv), dtype=torch.int64)),
-                        spec.threat(setting), success)
+            kept.append((rep, keep(new, key, images, AttackOutcome(adv, torch.zeros(len(adv), dtype=torch.int64)),
+                                   spec.threat(setting), success)))
+    before = old_npz.stat().st_size
+    if len(new.pack()) > max_ratio * before and before <= MAX_FILE_BYTES:
+        return False
     block = new.write(path)  # the caller writes the JSON naming it, then drops the old file
     if block is not None:
         res["adversarials"] = block
-    return None
+    for rep, fields in kept:
+        rep |= fields
+    return True
 
 
 def rename(path: Path, res: dict[str, Any]) -> Path:
@@ -193,7 +208,7 @@ def folder_bytes(paths: Iterable[str | Path]) -> int:
 
 
 def migrate_all(paths: Iterable[str | Path], replay: bool = False, data_dir: str | Path | None = None,
-                device: str = "auto") -> list[tuple[Path, str]]:
+                device: str = "auto", max_ratio: float = 1.0) -> list[tuple[Path, str]]:
     """Migrate every result and checkpoint sidecar (a .json beside a .pt) in ``paths``."""
     paths = list(paths)
     data = _Data(data_dir)
@@ -202,7 +217,7 @@ def migrate_all(paths: Iterable[str | Path], replay: bool = False, data_dir: str
     out = []
     for path in result_files(paths):
         is_sidecar = path.with_suffix(".pt").is_file()
-        out.append((path, migrate_sidecar(path) if is_sidecar else migrate(path, data, dev, replay)))
+        out.append((path, migrate_sidecar(path) if is_sidecar else migrate(path, data, dev, replay, max_ratio)))
         print(f"{path}: {out[-1][1]}", file=sys.stderr, flush=True)
     after = folder_bytes(paths)
     print(f"bytes before {before:,}, after {after:,} ({after - before:+,})", file=sys.stderr, flush=True)
@@ -215,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", action="store_true", help="store adversarials by replaying recorded seeds")
     parser.add_argument("--data-dir")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--npz-max-ratio", type=float, default=1.0,
+                        help="rewrite a dense .npz only when the new one is at most this share of the old one's "
+                             "bytes (always when the old one is over 1.5 MiB); lower keeps the migration's diff small")
     args = parser.parse_args(argv)
     try:
-        done = migrate_all(args.paths, args.replay, args.data_dir, args.device)
+        done = migrate_all(args.paths, args.replay, args.data_dir, args.device, args.npz_max_ratio)
     except RobenchError as err:
         print(f"robench: error: {err}", file=sys.stderr)
         return 2

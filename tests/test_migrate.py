@@ -113,3 +113,23 @@ def test_a_repeat_that_does_not_rebuild_to_its_hash_is_left_and_reported(old_tre
     assert json.loads((tmp_path / "pgd.json").read_text()) == res  # the same content (written compactly)
     assert (tmp_path / "pgd.adv.npz").read_bytes() == npz
     assert np.array_equal(read_npz(tmp_path / "pgd.adv.npz")["s0r0/delta"].shape[:1], [6])
+
+
+def test_an_npz_not_worth_rewriting_is_kept_in_its_old_form(old_tree, tmp_path):
+    root, ck, out = _copy(old_tree, tmp_path)
+    npz = {p.name: p.read_bytes() for p in out.glob("*.adv.npz")}
+    before_verified = _fully_verified(out, root)
+    done = dict(migrate_all([out], data_dir=root, device="cpu", max_ratio=0.0))  # no .npz shrinks to nothing
+    assert set(done.values()) == {f"{p.name}: written compactly" for p in done}
+    assert {p.name: p.read_bytes() for p in out.glob("*.adv.npz")} == npz
+    assert _fully_verified(out, root) == before_verified
+    assert set(dict(migrate_all([out], data_dir=root, device="cpu", max_ratio=0.0)).values()) == {"up to date"}
+
+
+def test_the_npz_bytes_are_a_function_of_the_arrays(tmp_path):
+    arrays = {"s0r0/delta": np.linspace(0, 1, 24, dtype=np.float32).reshape(1, 2, 3, 4), "s0r0/rows": np.arange(1)}
+    first, second = Store(tmp_path / "a.adv.npz", arrays), Store(tmp_path / "b.adv.npz", dict(reversed(arrays.items())))
+    first.write(), second.write()
+    assert (tmp_path / "a.adv.npz").read_bytes() == (tmp_path / "b.adv.npz").read_bytes()
+    back = read_npz(tmp_path / "a.adv.npz")
+    assert back.keys() == arrays.keys() and all(np.array_equal(back[k], v) for k, v in arrays.items())
