@@ -12,8 +12,11 @@ For results, these steps, each recorded in the result's ``migrations`` list:
   as it is and reported.
 - Dense adversarials (``.npz``) stored for every image keep only the counted successes: each repeat
   is rebuilt whole, checked against its recorded ``adversarial_sha256``, and stored again for the
-  images its records count (``stored_images: successes``; its hash is of the new rebuild). A repeat
-  whose rebuild does not match is left as it is and reported.
+  images its records count (``stored_images: successes``; its hash is of the new rebuild), packed
+  with LZMA. A repeat whose rebuild does not match is left as it is and reported. With
+  ``--npz-max-ratio R`` an ``.npz`` is rewritten only when the new file is at most R of the old
+  one's bytes (always when the old one is over 1.5 MiB): a rewritten binary counts twice in the
+  commit that records the migration, so a small saving may not be worth it.
 - The JSON is written compactly.
 
 A checkpoint sidecar (a ``.json`` beside a ``.pt``) has its training history moved to the compact
