@@ -71,7 +71,7 @@ def test_one_run_migrates_everything_and_a_second_changes_nothing(old_tree, tmp_
     old_json = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
     old_side = sidecar_path(ck).stat().st_size
 
-    done = dict(migrate_all([out, ck.parent], data_dir=root, device="cpu"))
+    done = dict(migrate_all([out, ck.parent], data_dir=root, device="cpu", max_ratio=1.0))
     assert "bytes before" in capsys.readouterr().err
     assert all(what != "up to date" for what in done.values()), done
     assert _fully_verified(out, root) == before_verified  # the same results, the same repeats, fully
@@ -96,7 +96,7 @@ def test_one_run_migrates_everything_and_a_second_changes_nothing(old_tree, tmp_
     assert json.loads(gzip.decompress(history_path(ck).read_bytes()))["history"] == read_history(ck, side)["history"]
 
     snapshot = _snapshot(out, ck.parent)
-    again = dict(migrate_all([out, ck.parent], data_dir=root, device="cpu"))
+    again = dict(migrate_all([out, ck.parent], data_dir=root, device="cpu", max_ratio=1.0))
     assert set(again.values()) == {"up to date"}
     assert _snapshot(out, ck.parent) == snapshot
 
@@ -109,7 +109,7 @@ def test_a_repeat_that_does_not_rebuild_to_its_hash_is_left_and_reported(old_tre
     res["settings"][0]["repeats"][0]["adversarial_sha256"] = "0" * 64
     (tmp_path / "pgd.json").write_text(json.dumps(res))
     npz = (tmp_path / "pgd.adv.npz").read_bytes()
-    assert main([str(tmp_path), "--data-dir", str(root), "--device", "cpu"]) == 1
+    assert main([str(tmp_path), "--data-dir", str(root), "--device", "cpu", "--npz-max-ratio", "1"]) == 1
     assert json.loads((tmp_path / "pgd.json").read_text()) == res  # the same content (written compactly)
     assert (tmp_path / "pgd.adv.npz").read_bytes() == npz
     assert np.array_equal(read_npz(tmp_path / "pgd.adv.npz")["s0r0/delta"].shape[:1], [6])
