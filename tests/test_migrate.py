@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import robench.attacks.runner as runner_module
-from robench.adversarials import SUCCESSES, Store, keep, npz_path, read_npz
+from robench.adversarials import SUCCESSES, Store, keep, named_npz, npz_path, read_npz
 from robench.attacks.runner import AttackRun, run_attack
 from robench.checkpoints import history_path, read_history, read_meta, sidecar_path
 from robench.migrate import main, migrate_all
-from robench.verify import verify_results
+from robench.verification import verify_results
 from tests.conftest import train_tiny_lenet
 
 
@@ -35,8 +35,12 @@ def old_tree(tmp_path_factory):
             store, key, images, outcome, threat))
         for name, run in runs.items():
             run_attack(run, out=out / f"{name}.json", data_dir=root, device="cpu")
-    for path in out.glob("*.json"):
-        path.write_text(json.dumps(json.loads(path.read_text()), indent=1) + "\n")
+    for path in out.glob("*.json"):  # committed results predate content-named .npz files
+        res = json.loads(path.read_text())
+        if res.get("adversarials"):
+            named_npz(path, res["adversarials"]).rename(npz_path(path))
+            res["adversarials"]["file"] = npz_path(path).name
+        path.write_text(json.dumps(res, indent=1) + "\n")
     meta = read_meta(ck)
     inline = {k: v for k, v in meta.items() if k != "history_file"} | read_history(ck, meta)
     sidecar_path(ck).write_text(json.dumps(inline, indent=1) + "\n")
@@ -67,7 +71,7 @@ def test_one_run_migrates_everything_and_a_second_changes_nothing(old_tree, tmp_
     root, ck, out = _copy(old_tree, tmp_path)
     before_verified = _fully_verified(out, root)
     assert all(legacy == 0 for _, _, legacy in before_verified)
-    old_npz = {p.name: p.stat().st_size for p in out.glob("*.adv.npz")}
+    old_npz = {p.name: npz_path(p).stat().st_size for p in out.glob("*.json") if npz_path(p).exists()}
     old_json = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
     old_side = sidecar_path(ck).stat().st_size
 
@@ -76,7 +80,7 @@ def test_one_run_migrates_everything_and_a_second_changes_nothing(old_tree, tmp_
     assert all(what != "up to date" for what in done.values()), done
     assert _fully_verified(out, root) == before_verified  # the same results, the same repeats, fully
     for name, size in old_npz.items():
-        assert (out / name).stat().st_size < size
+        assert named_npz(out / name, json.loads((out / name).read_text())["adversarials"]).stat().st_size < size
     for path in out.glob("*.json"):
         res = json.loads(path.read_text())
         assert "\n " not in path.read_text()
@@ -85,8 +89,8 @@ def test_one_run_migrates_everything_and_a_second_changes_nothing(old_tree, tmp_
                 assert rep["images"] == old_rep["images"] and rep["successes"] == old_rep["successes"]
                 if rep["stored"] == "npz":
                     assert rep["stored_images"] == SUCCESSES
-    pgd = Store.load(npz_path(out / "pgd.json"))
     res = json.loads((out / "pgd.json").read_text())
+    pgd = Store.load(named_npz(out / "pgd.json", res["adversarials"]))
     for s_idx, entry in enumerate(res["settings"]):
         for rep in entry["repeats"]:
             rows = pgd.get(f"s{s_idx}r{rep['repeat']}")["rows"]
@@ -129,7 +133,7 @@ def test_an_npz_not_worth_rewriting_is_kept_in_its_old_form(old_tree, tmp_path):
 def test_the_npz_bytes_are_a_function_of_the_arrays(tmp_path):
     arrays = {"s0r0/delta": np.linspace(0, 1, 24, dtype=np.float32).reshape(1, 2, 3, 4), "s0r0/rows": np.arange(1)}
     first, second = Store(tmp_path / "a.adv.npz", arrays), Store(tmp_path / "b.adv.npz", dict(reversed(arrays.items())))
-    first.write(), second.write()
-    assert (tmp_path / "a.adv.npz").read_bytes() == (tmp_path / "b.adv.npz").read_bytes()
-    back = read_npz(tmp_path / "a.adv.npz")
+    a, b = first.write(tmp_path / "a.json"), second.write(tmp_path / "b.json")
+    assert a["sha256"] == b["sha256"] and first.pack() == second.pack()
+    back = read_npz(named_npz(tmp_path / "a.json", a))
     assert back.keys() == arrays.keys() and all(np.array_equal(back[k], v) for k, v in arrays.items())
