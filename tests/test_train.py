@@ -210,6 +210,10 @@ def test_adversarial_training_keeps_the_best_robust_epoch_and_the_last(fake_data
     result = train(_adv(epochs=3), out=out, data_dir=fake_data, device="cpu")
     meta = json.loads(out.with_suffix(".json").read_text())
     last = json.loads((tmp_path / "m-last.json").read_text())
+    assert "history" not in meta and "history" not in last  # beside each sidecar, in the file it names
+    meta |= read_history(out, meta)
+    last |= read_history(tmp_path / "m-last.pt", last)
+    assert len(last["history"]) == 3
     robust = [h["robust_accuracy"] for h in meta["history"]]
     assert len(robust) == 3 and all(0 <= r <= h["subset_clean_accuracy"] for r, h in zip(robust, meta["history"]))
     adv = meta["adversarial"]
