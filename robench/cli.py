@@ -545,6 +545,50 @@ def plot_curve_cmd(
     _console().print(f"wrote {run_guarded(lambda: plot_curve(results, attack, norm, model, out))}")
 
 
+@plot_app.command("forest")
+def plot_forest_cmd(
+    checkpoints: Path = typer.Option(None, help="checkpoint folder: clean error and final loss across seeds"),
+    results: Path = typer.Option(None, help="multi-seed results folder, e.g. attacks/seeds: attack metrics across seeds"),
+    against: str = typer.Option("relu", help="the activation every other one is compared with"),
+    metric: str = typer.Option(None, help="only the metrics whose name contains this, e.g. 'clean error'"),
+    out: Path = typer.Option(..., help="PNG to write"),
+) -> None:
+    """Each activation's difference to ReLU with its Welch 95 % CI across seeds, a panel per metric."""
+    from .plot import plot_forest
+
+    if checkpoints is None and results is None:
+        _fail("robench plot forest needs --checkpoints, --results or both")
+    _console().print(f"wrote {run_guarded(lambda: plot_forest(checkpoints, results, out, against, metric))}")
+
+
+@plot_app.command("tradeoff")
+def plot_tradeoff_cmd(
+    checkpoints: Path = typer.Option(None, help="checkpoint folder: adversarially trained ones store a robust accuracy"),
+    results: Path = typer.Option(None, help="results folder: the worst case over its attacks per threat"),
+    threat: str = typer.Option(None, help="only the threats whose label contains this, e.g. 'linf 0.1' or 'l0 3px'"),
+    out: Path = typer.Option(..., help="PNG to write"),
+) -> None:
+    """Clean against robust accuracy, one point per checkpoint coloured by activation."""
+    from .plot import plot_tradeoff
+
+    if checkpoints is None and results is None:
+        _fail("robench plot tradeoff needs --checkpoints, --results or both")
+    _console().print(f"wrote {run_guarded(lambda: plot_tradeoff(checkpoints, results, out, threat))}")
+
+
+@plot_app.command("eps-band")
+def plot_eps_band_cmd(
+    model: str = typer.Option("lenet5"),
+    norm: str = typer.Option("linf", help="the threat's norm: linf, l2, l1 or l0"),
+    results: Path = typer.Option(Path("attacks"), help="results folder, e.g. attacks/strong-seeds-mlp for a band across seeds"),
+    out: Path = typer.Option(..., help="PNG to write"),
+) -> None:
+    """Robust accuracy (worst case) against the budget per activation, a band from the lowest to the highest seed."""
+    from .plot import plot_eps_band
+
+    _console().print(f"wrote {run_guarded(lambda: plot_eps_band(results, model, out, norm))}")
+
+
 def main() -> None:
     app()
 

@@ -5,6 +5,7 @@ training-loss curves (figure 3), FGSM success against epsilon, and success curve
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,216 @@ def plot_curve(results_dir: str | Path, attack: str, norm: str, model: str, out:
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{attack.upper()} {norm} on {model}")
+    ax.legend(fontsize=7)
+    return _save(fig, plt, out)
+
+
+def forest_panels(checkpoints: str | Path | None, results: str | Path | None, against: str = "relu",
+                  metric: str | None = None, on_error: OnError | None = warn_skipped) -> list[ForestPanel]:
+    """Per metric family (model, data, metric, schedule) with ``against`` in it: every other
+    activation's difference to it with the Welch 95 % CI across training seeds, as ``robench
+    stats`` computes them. ``metric`` keeps the families whose metric contains it."""
+    from .stats import attack_groups, checkpoint_groups, compare
+
+    groups = []
+    if checkpoints is not None:
+        groups += checkpoint_groups(checkpoints)[0]
+    if results is not None:
+        groups += attack_groups(results, on_error)[0]
+    panels: dict[tuple, list[Any]] = {}
+    seeds: dict[tuple, int] = {}  # family -> the reference's seed count
+    for row in compare(groups, against):
+        if row.is_reference:
+            seeds[row.group.family] = len(row.group.values)
+        elif row.reference is not None and row.diff is not None and (metric is None or metric in row.group.metric):
+            panels.setdefault(row.group.family, []).append(row)
+    if not panels:
+        raise RobenchError(f"no activation to compare with {against} across seeds"
+                           + (f" in metric {metric!r}" if metric else "") + " (each needs the same model, data, "
+                           "metric and schedule as a run of it)")
+    return [ForestPanel(*family, against, seeds[family], tuple(rows)) for family, rows in sorted(panels.items())]
+
+
+@dataclass(frozen=True)
+class ForestPanel:
+    model: str
+    dataset: str
+    metric: str
+    schedule: str
+    reference: str
+    reference_seeds: int
+    rows: tuple[Any, ...]  # stats.Comparison, one per activation but the reference
+
+    @property
+    def title(self) -> str:
+        return f"{self.model} {self.dataset}: {self.metric}"
+
+
+def _grid(plt: Any, n: int, width: float, height: float, cols: int = 3) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels, ``cols`` a row at most; the spare axes are hidden."""
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = [ax for line in axes for ax in line]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def plot_forest(checkpoints: str | Path | None, results: str | Path | None, out: str | Path, against: str = "relu",
+                metric: str | None = None, on_error: OnError | None = warn_skipped) -> Path:
+    """A forest plot per metric: each activation's mean difference to ``against`` across seeds,
+    with its Welch 95 % CI; a hollow point has no interval (one seed on a side, or no spread)."""
+    plt = _pyplot()
+    panels = forest_panels(checkpoints, results, against, metric, on_error)
+    fig, axes = _grid(plt, len(panels), 4.2, 0.6 + 0.35 * max(len(p.rows) for p in panels))
+    for ax, panel in zip(axes, panels):
+        for y, row in enumerate(panel.rows):
+            if row.ci95 is None:
+                ax.plot([row.diff], [y], "o", mfc="none", color="C0")
+            else:
+                ax.errorbar([row.diff], [y], xerr=[[row.diff - row.ci95[0]], [row.ci95[1] - row.diff]], fmt="o",
+                            color="C0", capsize=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(panel.rows)), [f"{r.group.act} (n={len(r.group.values)})" for r in panel.rows])
+        ax.set_ylim(-0.7, len(panel.rows) - 0.3)
+        ax.set_title(panel.title, fontsize=8)
+        ax.set_xlabel(f"difference to {panel.reference} (n={panel.reference_seeds}), Welch 95 % CI", fontsize=8)
+    return _save(fig, plt, out)
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    name: str  # the checkpoint
+    act: str
+    clean: float  # accuracy, a fraction
+    robust: float  # robust accuracy on the test set, a fraction
+    threat: str  # where the robust accuracy comes from
+
+
+def tradeoff_points(checkpoints: str | Path | None = None, results: str | Path | None = None,
+                    threat: str | None = None, on_error: OnError | None = warn_skipped) -> list[TradeoffPoint]:
+    """Clean against robust accuracy, one point per checkpoint and threat. From ``checkpoints``: the
+    robust accuracy an adversarially trained model's sidecar stores (its held-out training check);
+    from ``results``: the worst case over every attack per threat (``robench.leaderboard``).
+    ``threat`` keeps the threats whose label (``linf 0.1``, ``l0 3px``) contains it."""
+    from .checkpoints import checkpoint_files, read_meta
+    from .config import budget_text
+    from .leaderboard import build_board, robust_accuracy
+
+    points = []
+    for pt in checkpoint_files(checkpoints) if checkpoints is not None else []:
+        try:
+            meta = read_meta(pt)
+        except (CheckpointError, ReadError, ValueError):  # stats and models name an unreadable checkpoint
+            continue
+        adv, robust = meta.get("adversarial"), meta.get("robust_accuracy")
+        if not isinstance(adv, dict) or not isinstance(robust, int | float):
+            continue
+        check = adv.get("check") or {}
+        label = f"{adv.get('norm')} {budget_text(adv.get('eps', 0.0))}, {check.get('attack', '?')}-{check.get('steps', '?')} " \
+                "(training check)"
+        points.append(TradeoffPoint(pt.stem, meta["model_args"]["act"], float(meta["clean_test_accuracy"]),
+                                    float(robust), label))
+    if results is not None:
+        for row in build_board(results, on_error).rows:
+            for point, cell in sorted(row.worst.items(), key=lambda kv: kv[0].sort_key()):
+                value = robust_accuracy(cell, row.clean)
+                if value is not None and row.clean is not None:
+                    points.append(TradeoffPoint(row.name, row.act, row.clean, value, point.label))
+    points = [p for p in points if threat is None or threat in p.threat]
+    if not points:
+        raise RobenchError("no checkpoint with a robust accuracy" + (f" at {threat!r}" if threat else "")
+                           + ": only adversarially trained checkpoints store one; pass --results for attacked ones")
+    return points
+
+
+def act_colours(acts: list[str]) -> dict[str, Any]:
+    """One colour per activation, the same in every panel: ReLU first, then by name."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {act: cmap(i % 10) for i, act in enumerate(sorted(set(acts), key=lambda a: (a != "relu", a)))}
+
+
+def plot_tradeoff(checkpoints: str | Path | None, results: str | Path | None, out: str | Path,
+                  threat: str | None = None, on_error: OnError | None = warn_skipped) -> Path:
+    """Clean against robust accuracy, one point per checkpoint coloured by activation, a panel per threat."""
+    plt = _pyplot()
+    points = tradeoff_points(checkpoints, results, threat, on_error)
+    colours = act_colours([p.act for p in points])
+    threats = list(dict.fromkeys(p.threat for p in points))
+    fig, axes = _grid(plt, len(threats), 4.0, 3.6)
+    for ax, label in zip(axes, threats):
+        for act, colour in colours.items():
+            mine = [p for p in points if p.threat == label and p.act == act]
+            if mine:
+                ax.scatter([100 * p.clean for p in mine], [100 * p.robust for p in mine], color=colour, label=act)
+        ax.set_xlabel("clean accuracy %")
+        ax.set_ylabel("robust accuracy %")
+        ax.set_title(label, fontsize=9)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("Clean against robust accuracy, one point per checkpoint", fontsize=9)
+    return _save(fig, plt, out)
+
+
+@dataclass(frozen=True)
+class Band:
+    act: str
+    schedule: str  # the checkpoint tag without its seed: "" for a standard one, e.g. "pgd0.1k10"
+    budgets: tuple[float, ...]
+    mean: tuple[float, ...]  # robust accuracy (a fraction) at each budget, mean over seeds
+    low: tuple[float, ...]  # lowest seed
+    high: tuple[float, ...]  # highest seed
+    seeds: tuple[int | None, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.act}{' ' + self.schedule if self.schedule else ''} ({len(self.seeds)} seed{'s' * (len(self.seeds) > 1)})"
+
+
+def eps_bands(results: str | Path, model: str, norm: str = "linf",
+              on_error: OnError | None = warn_skipped) -> list[Band]:
+    """Robust accuracy (worst case over every attack, ``robench.leaderboard``) against the ``norm``
+    budget per activation and training schedule of ``model``: the mean over training seeds and the
+    band from the lowest to the highest seed, at the budgets every seed has."""
+    from .leaderboard import build_board, robust_accuracy, seed_split
+    from .robustness import Threat
+
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for row in build_board(results, on_error).rows:
+        if row.model == model and row.clean is not None and any(t.norm == norm for t in row.worst):
+            groups.setdefault((row.act, seed_split(row.tag)[0]), []).append(row)
+    bands = []
+    for (act, schedule), rows in sorted(groups.items(), key=lambda kv: (kv[0][0] != "relu", kv[0])):
+        shared = sorted(set.intersection(*({t for t in r.worst if t.norm == norm} for r in rows)), key=Threat.sort_key)
+        values = [[robust_accuracy(r.worst[t], r.clean) for r in rows] for t in shared]
+        bands.append(Band(act, schedule, tuple(t.budget for t in shared), tuple(sum(v) / len(v) for v in values),
+                          tuple(map(min, values)), tuple(map(max, values)), tuple(seed_split(r.tag)[1] for r in rows)))
+    bands = [b for b in bands if b.budgets]
+    if not bands:
+        raise RobenchError(f"no finished {norm} results with a clean accuracy for {model} in {results}")
+    return bands
+
+
+def plot_eps_band(results: str | Path, model: str, out: str | Path, norm: str = "linf",
+                  on_error: OnError | None = warn_skipped) -> Path:
+    """Robust accuracy against the budget, one line per activation (mean over seeds) with a band
+    from the lowest to the highest seed."""
+    plt = _pyplot()
+    bands = eps_bands(results, model, norm, on_error)
+    colours = act_colours([b.act for b in bands])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for band in bands:
+        style = ("-", "--", ":", "-.")[sorted({b.schedule for b in bands}).index(band.schedule) % 4]
+        ax.plot(band.budgets, [100 * v for v in band.mean], style, marker="o", color=colours[band.act], label=band.label)
+        if len(band.seeds) > 1:
+            ax.fill_between(band.budgets, [100 * v for v in band.low], [100 * v for v in band.high],
+                            color=colours[band.act], alpha=0.2)
+    ax.set_xlabel(f"{norm} budget" + (" (pixels)" if norm == "l0" else ""))
+    ax.set_ylabel("robust accuracy % (worst case)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Robust accuracy against the {norm} budget on {model}; band: lowest to highest seed", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, plt, out)
 
