@@ -53,6 +53,37 @@ li { margin: .15em 0; }
 figure { display: inline-block; margin: .4em 1.2em .8em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { color: #57606a; font-size: .9em; }
+table.sortable th { cursor: pointer; }
+table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
+table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
+"""
+
+# Sorts a table.sortable by the clicked column (again: the other way), by each cell's data-sort, else
+# its text; numbers as numbers, blank cells last either way. Inline, so the page stays offline.
+SORTER = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener("click", function () {
+      var down = th.getAttribute("aria-sort") === "ascending";
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", down ? "descending" : "ascending");
+      var key = function (row) {
+        var cell = row.cells[col], v = cell.getAttribute("data-sort");
+        return v === null ? cell.textContent.trim() : v;
+      };
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b), blank = (x === "") - (y === "");
+        if (blank) { return blank; }
+        var nx = Number(x), ny = Number(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return down ? -c : c;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
 """
 
 CAVEAT = ("Each success count is a lower bound: an attack that fails on an image proves nothing about it, and a "
@@ -86,15 +117,19 @@ def render_html(report: Report, results_dir: str | Path, seeds: str | Path | Non
         f"by robench {_e(_version('robench'))}</p>",
         '<nav><a href="#provenance">Provenance</a><a href="#tables">Tables</a>'
         + ('<a href="#seeds">Seed statistics</a>' if seeds is not None else "")
+        + '<a href="#leaderboard">Leaderboard</a><a href="#pictures">Pictures</a>'
         + '<a href="#plots">Plots</a><a href="#gallery">Gallery</a></nav>',
         _provenance_section(results_dir, results, skipped),
         _tables_section(report),
     ]
     if seeds is not None:
         parts.append(_seeds_section(checkpoints, seeds, against))
+    parts.append(_leaderboard_section(results_dir))
+    parts.append(_pictures_section(results_dir, checkpoints if seeds is not None else None, seeds, against))
     models = sorted({r.model for t in report.tables for r in t.rows})
     parts.append(_plots_section(report, results_dir, results, models))
     parts.append(_gallery_section(results_dir, results, models))
+    parts.append(f"<script>{SORTER}</script>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -240,6 +275,87 @@ def _plots_section(report: Report, results_dir: Path, results: list[tuple[Path, 
             figures.append(_figure(png, f"{attack.upper()} {norm}: success rate against budget on {model}"))
         parts.append(f"<h3>{_e(model)}</h3>")
         parts.append("".join(figures) or '<p class="none">no FGSM, PGD or FMN results to plot</p>')
+    return "\n".join(parts + ["</section>"])
+
+
+def _pct(value: float | None) -> tuple[str, str]:
+    """A fraction as a cell: its text in % and the number it sorts by."""
+    return ("", "") if value is None else (f"{100 * value:.1f}", f"{value:.6f}")
+
+
+def _robust_cell(cell: Any, clean: float | None) -> tuple[str, str]:
+    """Robust accuracy on the test set (%, ``≤`` where none of the threat's strongest attacks ran)
+    with the images left of those attacked, and the fraction it sorts by."""
+    from .leaderboard import robust_accuracy
+
+    if cell is None:
+        return "", ""
+    value = robust_accuracy(cell, clean)
+    text, key = _pct(value) if value is not None else (f"{cell.robust}/{cell.images} left", "")
+    if value is not None:
+        text += f" ({cell.robust}/{cell.images})"
+    return ("" if cell.strong else "≤") + text, key
+
+
+def leaderboard_rows(results_dir: str | Path) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """The leaderboard's header and rows of (cell text, sort key; "" to sort by the text)."""
+    from .leaderboard import build_board
+
+    board = build_board(results_dir, _quiet)
+    head = ["model", "act", "data", "ckpt", "clean %", *(f"standard {t.label} %" for t in board.standard_columns),
+            *(f"{t.label} %" for t in board.threat_columns), "flags"]
+    rows = []
+    for r in board.rows:
+        flags = "; ".join(name for name, _ in r.flags)
+        rows.append([(r.model, ""), (r.act, ""), (r.dataset, ""), (r.tag, ""), _pct(r.clean),
+                     *(_robust_cell(r.standard.get(t), r.clean) for t in board.standard_columns),
+                     *(_robust_cell(r.worst.get(t), r.clean) for t in board.threat_columns),
+                     (flags, str(len(r.flags)) if r.flags else "")])
+    return head, rows
+
+
+def _leaderboard_section(results_dir: Path) -> str:
+    head, rows = leaderboard_rows(results_dir)
+    th = "".join(f'<th scope="col">{_e(h)}</th>' for h in head)
+    body = "\n".join("<tr>" + "".join(f'<td data-sort="{_e(key)}">{_e(text)}</td>' if key else f"<td>{_e(text)}</td>"
+                                      for text, key in row) + "</tr>" for row in rows)
+    return ('<section id="leaderboard"><h2>Leaderboard</h2>'
+            '<p class="rule">One row per checkpoint; click a column\'s header to sort by it, again for the other way. '
+            "Robust accuracy on the test set: clean accuracy × the share of attacked (correctly classified) images "
+            "that no attack fooled; the standard columns count the standard evaluation alone, the others the worst "
+            "case over every attack (≤: none of the threat's strongest attacks ran). Flags: attack-failure checks that "
+            "fired (stored with the standard evaluation) and gradient-masking hints.</p>"
+            f'<div class="scroll"><table class="sortable" id="leaderboard-table">\n<thead><tr>{th}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody></table></div></section>")
+
+
+def _pictures_section(results_dir: Path, checkpoints: str | Path | None, seeds: str | Path | None,
+                      against: str) -> str:
+    """Clean against robust accuracy, robust accuracy against the budget per model and norm, and
+    (with seed results) the forest plot of differences to ``against``."""
+    parts = ['<section id="pictures"><h2>Pictures</h2>']
+    if not have_matplotlib():
+        parts.append("<p class=\"none\">Pictures need matplotlib, which is not installed.</p>")
+        return "\n".join(parts + ["</section>"])
+    from .leaderboard import build_board
+    from .plot import plot_eps_band, plot_forest, plot_tradeoff
+
+    drawings: list[tuple[str, Callable[[Path], Any]]] = [
+        ("clean against robust accuracy (worst case per threat), one point per checkpoint",
+         lambda out: plot_tradeoff(checkpoints, results_dir, out, on_error=_quiet))]
+    rows = build_board(results_dir, _quiet).rows
+    for model, norm in sorted({(r.model, t.norm) for r in rows for t in r.worst}):
+        if max(sum(t.norm == norm for t in r.worst) for r in rows if r.model == model) > 1:
+            drawings.append((f"robust accuracy against the {norm} budget on {model}; band: lowest to highest seed",
+                             lambda out, m=model, n=norm: plot_eps_band(results_dir, m, out, n, _quiet)))
+    if seeds is not None:
+        drawings.append((f"difference to {against} across training seeds, Welch 95 % CI",
+                         lambda out: plot_forest(checkpoints, seeds, out, against, on_error=_quiet)))
+    for caption, draw in drawings:
+        try:
+            parts.append(_figure(_png(draw), caption))
+        except RobenchError as err:
+            parts.append(f'<p class="none">no picture of {_e(caption)}: {_e(err)}</p>')
     return "\n".join(parts + ["</section>"])
 
 

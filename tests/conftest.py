@@ -168,3 +168,29 @@ def clean_registries(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(reg, "_imported", dict(reg._imported))
         monkeypatch.setattr(reg, "external", set(reg.external))
         monkeypatch.setattr(reg, "_pending", None)
+
+
+PGD = "strong-seeds-mlp"  # committed PGD Linf results of the MLP, five seeds per activation, four budgets
+
+
+def pgd_results(folder: Path, acts: tuple[str, ...] = ("relu", "sapl"), seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
+    """Copies of the committed PGD Linf results of ``acts`` x ``seeds`` (no other attack, so the
+    worst case is PGD's own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for act in acts:
+        for seed in seeds:
+            (src,) = (COMMITTED / PGD).glob(f"mlp-{act}-mnist-s{seed}--pgd-linf-seed0-*.json")
+            copy_result(src.parent, folder, src.stem)
+    return folder
+
+
+def robust_by_hand(path: Path) -> dict[float, float]:
+    """Budget -> clean accuracy x images no repeat fooled / images attacked, read from the JSON."""
+    res = json.loads(path.read_text())
+    out = {}
+    for setting in res["settings"]:
+        attacked = {r["index"] for r in setting["repeats"][0]["images"]}
+        fooled = {r["index"] for rep in setting["repeats"] for r in rep["images"] if r["success"]}
+        out[round(setting["config"]["epsilons"][0], 9)] = \
+            res["checkpoint"]["clean_test_accuracy"] * (len(attacked) - len(fooled & attacked)) / len(attacked)
+    return out

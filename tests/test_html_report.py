@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from robench import html_report
 from robench.cli import app
 from robench.html_report import render_html
 from robench.tables import build_report
+from tests.conftest import edit_json, pgd_results, robust_by_hand
 
 ROOT = Path(__file__).parent.parent
 ATTACKS = ROOT / "attacks"
@@ -115,7 +117,8 @@ def test_page_is_well_formed_and_offline(page):
     assert all(link.startswith(("#", "data:image/png;base64,")) for link in parsed.links), parsed.links
     assert "http://" not in text and "https://" not in text
     assert "url(" not in "".join(parsed.styles) and "@import" not in "".join(parsed.styles)
-    assert not any(tag in parsed.tags for tag in ("script", "link", "iframe"))
+    assert not any(tag in parsed.tags for tag in ("link", "iframe"))
+    assert parsed.tags.count("script") == 1 and html_report.SORTER in text  # the inline sorter, nothing loaded
 
 
 def test_page_holds_the_reports_numbers(page):
@@ -252,3 +255,77 @@ def test_a_browser_draws_the_page(page, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (2000, 1280)
     assert pixels.std() > 10 and (pixels < 250).mean() > 0.02  # text, borders and figures, not a blank page
+
+
+def _checked(data: dict) -> None:
+    """A result made over into a standard evaluation's: every repeat carries failure checks, one flagged."""
+    for setting in data["settings"]:
+        for rep in setting["repeats"]:
+            rep["checks"] = [{"name": "zero_gradient", "flagged": True, "evidence": "no gradient on 3 images"},
+                             {"name": "randomness", "flagged": False, "evidence": ""}]
+
+
+def test_leaderboard_rows_hold_clean_robust_standard_and_flags(tmp_path):
+    results = pgd_results(tmp_path / "r", seeds=(0,))
+    (sapl,) = results.glob("mlp-sapl-*.json")
+    edit_json(sapl, _checked)
+    head, rows = html_report.leaderboard_rows(results)
+    assert head[:5] == ["model", "act", "data", "ckpt", "clean %"] and head[-1] == "flags"
+    assert "standard linf 0.1 %" in head and "linf 0.1 %" in head
+    by_act = {row[1][0]: row for row in rows}
+    assert [row[1][0] for row in rows] == ["relu", "sapl"]  # ReLU first, one row per checkpoint
+    for act, row in by_act.items():
+        (src,) = results.glob(f"mlp-{act}-*.json")
+        stored = json.loads(src.read_text())
+        assert float(row[4][1]) == pytest.approx(stored["checkpoint"]["clean_test_accuracy"])
+        assert float(row[head.index("linf 0.1 %")][1]) == pytest.approx(robust_by_hand(src)[0.1], abs=1e-6)
+    assert by_act["relu"][head.index("standard linf 0.1 %")] == ("", "")  # no standard evaluation, no number
+    assert by_act["sapl"][head.index("standard linf 0.1 %")] == by_act["sapl"][head.index("linf 0.1 %")]
+    assert by_act["relu"][-1] == ("", "")  # a result without checks shows no flag
+    flags, count = by_act["sapl"][-1]
+    assert "zero_gradient (eps=0.1)" in flags and "randomness" not in flags and count == "4"  # one per budget
+
+
+def test_pictures_are_embedded_inline(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(html_report, "gallery_png", lambda path: PNG_MAGIC)
+    results = pgd_results(tmp_path / "r", seeds=(0, 1))
+    text = render_html(build_report(results), results, seeds=results, checkpoints=None, now=NOW)
+    section = text[text.index('<section id="pictures">'):text.index('<section id="plots">')]
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", section)
+    assert captions == ["clean against robust accuracy (worst case per threat), one point per checkpoint",
+                        "robust accuracy against the linf budget on mlp; band: lowest to highest seed",
+                        "difference to relu across training seeds, Welch 95 % CI"]
+    for src in Page(section).images:
+        assert base64.b64decode(src.removeprefix("data:image/png;base64,")).startswith(PNG_MAGIC)
+
+
+def _leaderboard(text: str) -> tuple[list[str], list[list[str]]]:
+    table = re.search(r'<table class="sortable" id="leaderboard-table">.*?</table>', text, re.S)
+    head, *rows = Page(table.group(0)).tables[""]
+    return head, rows
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium, chromium-browser or google-chrome on PATH")
+def test_clicking_a_leaderboard_header_sorts_its_rows_in_a_browser(tmp_path, monkeypatch):
+    monkeypatch.setattr(html_report, "have_matplotlib", lambda: False)
+    results = pgd_results(tmp_path / "r", seeds=(0, 1))
+    text = render_html(build_report(results), results, now=NOW)
+    head, rows = _leaderboard(text)
+    col = head.index("linf 0.1 %")
+    value = lambda row: float(row[col].split()[0])  # noqa: E731
+    assert [value(r) for r in rows] != sorted(value(r) for r in rows)  # unsorted before a click
+
+    def clicked(times: int) -> list[list[str]]:
+        page = tmp_path / f"clicked{times}.html"
+        click = f"document.querySelectorAll('#leaderboard-table th')[{col}].click();" * times
+        page.write_text(text.replace("</body>", f"<script>{click}</script></body>"))
+        dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                              f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        return _leaderboard(dom)[1]
+
+    once, twice = clicked(1), clicked(2)
+    assert [value(r) for r in once] == sorted(value(r) for r in rows)
+    assert [value(r) for r in twice] == sorted((value(r) for r in rows), reverse=True)
+    assert sorted(map(tuple, once)) == sorted(map(tuple, rows))  # the same rows, moved whole
