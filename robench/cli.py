@@ -545,6 +545,11 @@ def plot_curve_cmd(
     _console().print(f"wrote {run_guarded(lambda: plot_curve(results, attack, norm, model, out))}")
 
 
+def _needs_a_source(command: str, checkpoints: Path | None, results: Path | None) -> None:
+    if checkpoints is None and results is None:
+        _fail(f"robench plot {command} needs --checkpoints, --results or both")
+
+
 @plot_app.command("forest")
 def plot_forest_cmd(
     checkpoints: Path = typer.Option(None, help="checkpoint folder: clean error and final loss across seeds"),
@@ -556,8 +561,7 @@ def plot_forest_cmd(
     """Each activation's difference to ReLU with its Welch 95 % CI across seeds, a panel per metric."""
     from .plot import plot_forest
 
-    if checkpoints is None and results is None:
-        _fail("robench plot forest needs --checkpoints, --results or both")
+    _needs_a_source("forest", checkpoints, results)
     _console().print(f"wrote {run_guarded(lambda: plot_forest(checkpoints, results, out, against, metric))}")
 
 
@@ -571,8 +575,7 @@ def plot_tradeoff_cmd(
     """Clean against robust accuracy, one point per checkpoint coloured by activation."""
     from .plot import plot_tradeoff
 
-    if checkpoints is None and results is None:
-        _fail("robench plot tradeoff needs --checkpoints, --results or both")
+    _needs_a_source("tradeoff", checkpoints, results)
     _console().print(f"wrote {run_guarded(lambda: plot_tradeoff(checkpoints, results, out, threat))}")
 
 
