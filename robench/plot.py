@@ -282,6 +282,7 @@ def plot_forest(checkpoints: str | Path | None, results: str | Path | None, out:
 class TradeoffPoint:
     name: str  # the checkpoint
     act: str
+    model: str  # model and data set: a panel of their own
     clean: float  # accuracy, a fraction
     robust: float  # robust accuracy on the test set, a fraction
     threat: str  # where the robust accuracy comes from
@@ -309,14 +310,16 @@ def tradeoff_points(checkpoints: str | Path | None = None, results: str | Path |
         check = adv.get("check") or {}
         label = f"{adv.get('norm')} {budget_text(adv.get('eps', 0.0))}, {check.get('attack', '?')}-{check.get('steps', '?')} " \
                 "(training check)"
-        points.append(TradeoffPoint(pt.stem, meta["model_args"]["act"], float(meta["clean_test_accuracy"]),
-                                    float(robust), label))
+        args = meta["model_args"]
+        points.append(TradeoffPoint(pt.stem, args["act"], f"{args['name']} {meta['dataset']}",
+                                    float(meta["clean_test_accuracy"]), float(robust), label))
     if results is not None:
         for row in build_board(results, on_error).rows:
             for point, cell in sorted(row.worst.items(), key=lambda kv: kv[0].sort_key()):
                 value = robust_accuracy(cell, row.clean)
                 if value is not None and row.clean is not None:
-                    points.append(TradeoffPoint(row.name, row.act, row.clean, value, point.label))
+                    points.append(TradeoffPoint(row.name, row.act, f"{row.model} {row.dataset}", row.clean, value,
+                                                point.label))
     points = [p for p in points if threat is None or threat in p.threat]
     if not points:
         raise RobenchError("no checkpoint with a robust accuracy" + (f" at {threat!r}" if threat else "")
@@ -334,20 +337,21 @@ def act_colours(acts: list[str]) -> dict[str, Any]:
 
 def plot_tradeoff(checkpoints: str | Path | None, results: str | Path | None, out: str | Path,
                   threat: str | None = None, on_error: OnError | None = warn_skipped) -> Path:
-    """Clean against robust accuracy, one point per checkpoint coloured by activation, a panel per threat."""
+    """Clean against robust accuracy, one point per checkpoint coloured by activation, a panel per
+    model, data set and threat."""
     plt = _pyplot()
     points = tradeoff_points(checkpoints, results, threat, on_error)
     colours = act_colours([p.act for p in points])
-    threats = list(dict.fromkeys(p.threat for p in points))
-    fig, axes = _grid(plt, len(threats), 4.0, 3.6)
-    for ax, label in zip(axes, threats):
+    panels = list(dict.fromkeys((p.model, p.threat) for p in points))
+    fig, axes = _grid(plt, len(panels), 4.0, 3.6)
+    for ax, (model, label) in zip(axes, panels):
         for act, colour in colours.items():
-            mine = [p for p in points if p.threat == label and p.act == act]
+            mine = [p for p in points if (p.model, p.threat) == (model, label) and p.act == act]
             if mine:
                 ax.scatter([100 * p.clean for p in mine], [100 * p.robust for p in mine], color=colour, label=act)
         ax.set_xlabel("clean accuracy %")
         ax.set_ylabel("robust accuracy %")
-        ax.set_title(label, fontsize=9)
+        ax.set_title(f"{model}: {label}", fontsize=9)
     axes[-1].legend(fontsize=7)
     fig.suptitle("Clean against robust accuracy, one point per checkpoint", fontsize=9)
     return _save(fig, plt, out)

@@ -71,8 +71,9 @@ def test_tradeoff_points_from_sidecars_and_from_results(tmp_path):
     defended_sidecar(ckpts, "relu", 0.97, 0.88)
     defended_sidecar(ckpts, "sapl", 0.98, 0.90)  # the standard mlp-*-s0 sidecars beside them store no robust accuracy
     points = tradeoff_points(ckpts)
-    assert [(p.name, p.act, p.clean, p.robust) for p in points] == [
-        ("mlp-relu-mnist-pgd0.1k10-s0", "relu", 0.97, 0.88), ("mlp-sapl-mnist-pgd0.1k10-s0", "sapl", 0.98, 0.90)]
+    assert [(p.name, p.act, p.model, p.clean, p.robust) for p in points] == [
+        ("mlp-relu-mnist-pgd0.1k10-s0", "relu", "mlp mnist", 0.97, 0.88),
+        ("mlp-sapl-mnist-pgd0.1k10-s0", "sapl", "mlp mnist", 0.98, 0.90)]
     assert points[0].threat == "linf 0.1, pgd-10 (training check)"
     results = pgd_results(tmp_path / "r", seeds=(0,))
     from_results = tradeoff_points(None, results, threat="linf 0.1")
