@@ -5,6 +5,7 @@ training-loss curves (figure 3), FGSM success against epsilon, and success curve
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,8 @@ def plot_forest(checkpoints: str | Path | None, results: str | Path | None, out:
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(range(len(panel.rows)), [f"{r.group.act} (n={len(r.group.values)})" for r in panel.rows])
         ax.set_ylim(-0.7, len(panel.rows) - 0.3)
-        ax.set_title(panel.title, fontsize=8)
+        # the schedule tells a defended model's panel from a standard one's; it is long, so it wraps
+        ax.set_title(f"{panel.title}\n" + textwrap.fill(panel.schedule, 55), fontsize=7)
         ax.set_xlabel(f"difference to {panel.reference} (n={panel.reference_seeds}), Welch 95 % CI", fontsize=8)
     return _save(fig, plt, out)
 
