@@ -10,7 +10,6 @@ leaderboard and the pictures of ``robench.plot`` read these rows.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,12 +53,6 @@ def robust_accuracy(cell: RobustCell, clean: float | None) -> float | None:
     if clean is None or cell.images == 0:
         return None
     return clean * cell.robust / cell.images
-
-
-def seed_split(tag: str) -> tuple[str, int | None]:
-    """``pgd0.1k10-s3`` -> (``pgd0.1k10``, 3), ``s0`` -> ("", 0); a tag without a seed is its own group."""
-    m = re.fullmatch(r"(?:(.*)-)?s(\d+)", tag)
-    return (m.group(1) or "", int(m.group(2))) if m else (tag, None)
 
 
 def is_standard(result: dict[str, Any]) -> bool:

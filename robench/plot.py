@@ -379,7 +379,8 @@ def eps_bands(results: str | Path, model: str, norm: str = "linf",
     """Robust accuracy (worst case over every attack, ``robench.leaderboard``) against the ``norm``
     budget per activation and training schedule of ``model``: the mean over training seeds and the
     band from the lowest to the highest seed, at the budgets every seed has."""
-    from .leaderboard import build_board, robust_accuracy, seed_split
+    from .leaderboard import build_board, robust_accuracy
+    from .stats import seed_split
     from .robustness import Threat
 
     groups: dict[tuple[str, str], list[Any]] = {}

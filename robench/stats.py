@@ -105,9 +105,15 @@ def effect(a: Sequence[float], b: Sequence[float]) -> tuple[tuple[float, float] 
     return (ma - mb - half, ma - mb + half), (ma - mb) / math.sqrt((va + vb) / 2)
 
 
+def seed_split(tag: str) -> tuple[str, int | None]:
+    """A checkpoint tag as (training scheme, seed): ``s3`` -> ("", 3), ``pgd0.1k10-s3`` ->
+    (``pgd0.1k10``, 3); a tag without a seed -> (tag, None)."""
+    m = re.fullmatch(r"(?:(.*)-)?s(\d+)", tag)
+    return (m.group(1) or "", int(m.group(2))) if m else (tag, None)
+
+
 def seed_from_tag(tag: str) -> int | None:
-    m = re.fullmatch(r"s(\d+)", tag)
-    return int(m.group(1)) if m else None
+    return seed_split(tag)[1]
 
 
 ADV_KEYS = ("adv", "adv_norm", "adv_eps", "adv_steps", "adv_step_size", "trades_beta")
@@ -165,13 +171,15 @@ def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped
     groups: dict[tuple, Group] = {}
     notes = []
     for path, res in list_results(directory, on_error):
-        seed = seed_from_tag(checkpoint_tag(res))
+        scheme, seed = seed_split(checkpoint_tag(res))
         if res["status"] != "complete" or seed is None:
             why = "unfinished" if seed is not None else "no training seed in its checkpoint name"
             notes.append(f"{path.name}: left out ({why})")
             continue
         run = res.get("run", {})
         schedule = f"{run.get('images')} images, " + json.dumps(run.get("options", {}), sort_keys=True)
+        if scheme:  # e.g. pgd0.1k10: adversarially trained seeds are never a standard model's
+            schedule = f"{scheme} checkpoints, {schedule}"
         for setting in res["settings"]:
             label = setting["label"]
             values: dict[str, float] = {}

@@ -11,9 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from robench.cli import app
-from robench.leaderboard import seed_split
 from robench.plot import eps_bands, forest_panels, plot_eps_band, plot_forest, plot_tradeoff, tradeoff_points
-from robench.stats import effect
+from robench.stats import effect, seed_split
 from tests.conftest import pgd_results, robust_by_hand
 from tests.test_stats import fake_checkpoint, fake_result
 

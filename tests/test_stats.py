@@ -61,7 +61,18 @@ def test_welch_matches_the_formula():
 
 def test_seed_from_tag():
     assert seed_from_tag("s3") == 3 and seed_from_tag("s12") == 12
-    assert seed_from_tag("custom") is None and seed_from_tag("aug-s1") is None
+    assert seed_from_tag("custom") is None and seed_from_tag("aug-s1") == 1  # aug: its scheme, kept apart below
+
+
+def test_adversarially_trained_results_group_by_seed_apart_from_standard_ones(tmp_path):
+    for seed, (plain, defended) in enumerate([(30, 10), (34, 12), (32, 11)]):
+        fake_result(tmp_path, "relu", seed, [plain])
+        fake_result(tmp_path, "relu", seed, [defended], tag=f"pgd0.1k10-s{seed}")
+    groups, notes = attack_groups(tmp_path)
+    successes = sorted((g for g in groups if g.metric.endswith("successes")), key=lambda g: g.schedule)
+    assert not notes and len(successes) == 2
+    assert [g.values for g in successes] == [{0: 30.0, 1: 34.0, 2: 32.0}, {0: 10.0, 1: 12.0, 2: 11.0}]
+    assert successes[1].schedule.startswith("pgd0.1k10 checkpoints, ")
 
 
 def test_checkpoint_groups_by_schedule_and_best_baseline(tmp_path):
