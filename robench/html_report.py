@@ -20,12 +20,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .attacks import attack_names, get_attack
+from .attacks.spec import registered
 from .errors import ResultError, RobenchError
 from .tables import LEGEND, Report, grids
 from .results import list_results
 
-PIXEL_ATTACKS = ("pixel", "sparse_rs")  # attacks whose adversarials a gallery shows (preferred in this order)
-CURVE_ATTACKS = ("fmn", "pgd")  # attacks plot_curve draws
 WRAP_STATS = (3, 6)  # the seed statistics' long columns: schedule, per seed
 
 CSS = """
@@ -260,11 +260,12 @@ def _plots_section(report: Report, results_dir: Path, results: list[tuple[Path, 
     if not have_matplotlib():
         parts.append("<p class=\"none\">Plots need matplotlib, which is not installed: pip install 'robench[plot]'.</p>")
         return "\n".join(parts + ["</section>"])
-    from .plot import plot_curve, plot_eps
+    from .plot import draws_curves, plot_curve, plot_eps
 
     fgsm = next((t for t in report.tables if t.key == "table3_fgsm"), None)
+    known = set(attack_names())
     curves = sorted({(res["model"], res["attack"], res["attack_config"].get("norm")) for _, res in results
-                     if res["attack"] in CURVE_ATTACKS and res["status"] == "complete"})
+                     if res["attack"] in known and draws_curves(get_attack(res["attack"])) and res["status"] == "complete"})
     for model in models:
         figures = []
         if fgsm is not None and any(r.model == model for r in fgsm.rows):
@@ -367,13 +368,20 @@ def stores_adversarials(result: dict[str, Any]) -> bool:
                                  for rep in repeats)
 
 
+def pixel_attacks() -> list[str]:
+    """The attacks whose adversarials a gallery shows: those whose only threat is L0 (few pixels),
+    in the report's table order (the DE before Sparse-RS)."""
+    return [s.name for s in sorted(registered(), key=lambda s: s.order) if set(s.threats) == {"l0"}]
+
+
 def gallery_sources(results: list[tuple[Path, dict[str, Any]]]) -> dict[str, Path]:
-    """Per model, one finished pixel-attack result that stores its adversarials: DE before
-    Sparse-RS, the ReLU row first, then by file name."""
+    """Per model, one finished pixel-attack result that stores its adversarials: in the report's
+    table order of the attacks, the ReLU row first, then by file name."""
     found: dict[str, Path] = {}
-    ranked = sorted((PIXEL_ATTACKS.index(res["attack"]), res["act"] != "relu", path.name, path, res["model"])
+    pixel = pixel_attacks()
+    ranked = sorted((pixel.index(res["attack"]), res["act"] != "relu", path.name, path, res["model"])
                     for path, res in results
-                    if res["attack"] in PIXEL_ATTACKS and res["status"] == "complete" and stores_adversarials(res))
+                    if res["attack"] in pixel and res["status"] == "complete" and stores_adversarials(res))
     for *_, path, model in ranked:
         found.setdefault(model, path)
     return found

@@ -144,31 +144,44 @@ def plot_eps(results_dir: str | Path, model: str, out: str | Path,
     return _save(fig, plt, out)
 
 
+def minimal_norm(spec: Any) -> bool:
+    """Whether an attack (its spec) searches the smallest adversarial distance, with no budget (FMN)."""
+    return spec.threat(spec.config_cls())[1] is None
+
+
+def draws_curves(spec: Any) -> bool:
+    """Whether ``plot_curve`` draws an attack: a minimal-norm one, or an iterative one whose
+    successes grow with its budget (the spec's ``monotone``)."""
+    return spec.monotone or minimal_norm(spec)
+
+
 def success_curves(results_dir: str | Path, attack: str, norm: str, model: str,
                    on_error: OnError | None = warn_skipped
                    ) -> dict[str, list[tuple[str, list[float], list[float]]]]:
     """act -> [(checkpoint tag, budgets, success rate at each)] from finished ``attack`` results
-    (fmn or pgd) of ``norm`` on ``model``. A PGD curve has its epsilons (mean over repeats); an FMN
-    curve is read off its minimal distances at every distance it stored, plus 0. A malformed result
-    goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
+    of ``norm`` on ``model``. An iterative attack's curve has its budgets (mean over repeats); a
+    minimal-norm attack's is read off its minimal distances at every distance it stored, plus 0. A
+    malformed result goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
+    from .attacks import get_attack
     from .attacks.metrics import aggregate
+    from .robustness import DISTANCE_KEY, setting_threats
     from .tables import checkpoint_tag
-    from .robustness import DISTANCE_KEY
 
-    if attack not in ("fmn", "pgd"):
-        raise RobenchError(f"curves come from fmn or pgd results, not {attack}")
+    spec = get_attack(attack)
+    if not draws_curves(spec):
+        raise RobenchError(f"curves come from minimal-norm or iterative attacks, not {attack}")
     curves: dict[str, list[tuple[str, list[float], list[float]]]] = {}
     for _, res in list_results(results_dir, on_error):
         if (res["attack"], res["model"], res["status"]) != (attack, model, "complete"):
             continue
-        if res["attack_config"].get("norm") != norm:
+        settings = [(s, budget) for s, n, budget in setting_threats(res, spec) if n == norm]
+        if not settings:
             continue
-        if attack == "pgd":
-            rates = [(s.get("aggregate") or aggregate(s["repeats"]))["success_rate_mean"] for s in res["settings"]]
-            points = sorted(zip([s["config"]["epsilons"][0] for s in res["settings"]], rates))
+        if settings[0][1] is not None:
+            points = sorted((budget, (s.get("aggregate") or aggregate(s["repeats"]))["success_rate_mean"])
+                            for s, budget in settings)
         else:
-            (setting,) = res["settings"]
-            records = [r for rep in setting["repeats"] for r in rep["images"]]
+            records = [r for rep in settings[0][0]["repeats"] for r in rep["images"]]
             found = sorted(r[DISTANCE_KEY[norm]] for r in records if r["success"])
             points = [(0.0, 0.0)] + [(d, (i + 1) / len(records)) for i, d in enumerate(found)]
         curves.setdefault(res["act"], []).append((checkpoint_tag(res), [p[0] for p in points], [p[1] for p in points]))
@@ -183,16 +196,20 @@ def plot_curve(results_dir: str | Path, attack: str, norm: str, model: str, out:
     band from the lowest to the highest seed where there are several."""
     import numpy as np
 
+    from .attacks import get_attack
+
     plt = _pyplot()
     curves = success_curves(results_dir, attack, norm, model, on_error)
+    steps = minimal_norm(get_attack(attack))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for act, runs in sorted(curves.items()):
         top = max(max(b) for _, b, _ in runs)
-        grid = np.linspace(0.0, top, 200) if attack == "fmn" else np.array(sorted({x for _, b, _ in runs for x in b}))
-        # step functions for FMN (success holds from each distance on), straight lines between PGD's budgets
-        ys = np.array([np.interp(grid, b, r) if attack == "pgd" else
-                       np.array(r)[np.searchsorted(b, grid, side="right") - 1] for _, b, r in runs])
-        (line,) = ax.plot(grid, ys.mean(0), marker="o" if attack == "pgd" else None,
+        grid = np.linspace(0.0, top, 200) if steps else np.array(sorted({x for _, b, _ in runs for x in b}))
+        # step functions for a minimal-norm attack (success holds from each distance on), straight
+        # lines between an iterative attack's budgets
+        ys = np.array([np.array(r)[np.searchsorted(b, grid, side="right") - 1] if steps else np.interp(grid, b, r)
+                       for _, b, r in runs])
+        (line,) = ax.plot(grid, ys.mean(0), marker=None if steps else "o",
                           label=f"{act} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         if len(runs) > 1:
             ax.fill_between(grid, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)

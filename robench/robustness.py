@@ -136,7 +136,7 @@ def gather(results: list[tuple[str, dict[str, Any]]], tag_of: Any) -> Evidences:
     for _, res in results:
         ident, spec = result_ident(res)
         row = row_key(res, tag_of(res))
-        for setting, norm, budget in _threats(res, spec):
+        for setting, norm, budget in setting_threats(res, spec):
             if budget is None:
                 minimal.append((row, ident, spec, norm, setting))
                 continue
@@ -194,7 +194,7 @@ def lower_bounds(evs: Evidences) -> dict[tuple[RowKey, str, Threat], str]:
     return marks
 
 
-def _threats(res: dict[str, Any], spec: Any) -> list[tuple[dict[str, Any], str, float | None]]:
+def setting_threats(res: dict[str, Any], spec: Any) -> list[tuple[dict[str, Any], str, float | None]]:
     """Each setting of a result with its threat model: (setting, norm, budget or None)."""
     out = []
     for setting in res["settings"]:
@@ -216,7 +216,7 @@ def unconverged_flags(results: list[tuple[str, dict[str, Any]]], tag_of: Any) ->
     flags = []
     for _, res in results:
         ident, spec = result_ident(res)
-        for setting, norm, budget in _threats(res, spec):
+        for setting, norm, budget in setting_threats(res, spec):
             records = [r for rep in setting["repeats"] for r in rep["images"]]
             missed = sum(not r["success"] for r in records)
             if budget is None and missed > UNCONVERGED_SHARE * len(records):

@@ -23,7 +23,8 @@ from tests.toy_attack import load_toy
 
 PACKAGE = Path(robench.__file__).parent
 # Modules that read the specs and must name no attack; the ensemble may name itself (it registers).
-READERS = {"tables.py": set(), "robustness.py": set(), "leaderboard.py": set(), "attacks/ensemble.py": {"ensemble"}, "attacks/options.py": set()}
+READERS = {"tables.py": set(), "robustness.py": set(), "leaderboard.py": set(), "plot.py": set(), "html_report.py": set(),
+           "attacks/ensemble.py": {"ensemble"}, "attacks/options.py": set()}
 runner = CliRunner()
 
 

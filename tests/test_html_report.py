@@ -194,6 +194,10 @@ def test_gallery_embeds_one_pixel_result_per_model(tmp_path, monkeypatch):
     assert parsed.images == ["data:image/png;base64," + base64.b64encode(PNG_MAGIC).decode()]
 
 
+def test_gallery_attacks_are_the_l0_only_specs_in_table_order():
+    assert html_report.pixel_attacks() == ["pixel", "sparse_rs"]  # the DE first, as the literal list had it
+
+
 def test_gallery_absent_or_failing_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(html_report, "have_matplotlib", lambda: False)
     results = _copy(tmp_path / "r", [committed("relu", "pixel1px")], _stored)

@@ -125,3 +125,13 @@ def test_plot_commands_write_pngs_and_fail_in_one_line(tmp_path):
         r = runner.invoke(app, ["plot", *args, "--out", str(tmp_path / "x.png")])
         lines = [line for line in r.output.splitlines() if line.strip()]
         assert r.exit_code == 1 and len(lines) == 1 and message in lines[0], r.output
+
+
+def test_curve_attacks_come_from_the_specs():
+    from robench.attacks import attack_names, get_attack
+    from robench.plot import draws_curves, minimal_norm
+
+    assert {n for n in attack_names() if draws_curves(get_attack(n))} == {"fmn", "pgd"}  # before the specs: a literal
+    assert minimal_norm(get_attack("fmn")) and not minimal_norm(get_attack("pgd"))
+    r = runner.invoke(app, ["plot", "curve", "--attack", "square", "--out", "x.png"])
+    assert r.exit_code == 1 and "curves come from minimal-norm or iterative attacks, not square" in r.output
