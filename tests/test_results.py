@@ -133,5 +133,6 @@ def test_results_are_written_compactly_and_read_back(tmp_path):
     result = good()
     written = write_result(tmp_path / "r.json", result)
     text = (tmp_path / "r.json").read_text()
-    assert "\n" not in text.rstrip("\n") and ": " not in text and ", " not in text.replace('", "', "")
+    assert text == json.dumps(json.loads(text), separators=(",", ":"), allow_nan=False) + "\n"  # no indent, no spaces
+    assert "\n" not in text.rstrip("\n")
     assert read_result(tmp_path / "r.json") == written
