@@ -196,15 +196,17 @@ def attack(
     strategy: str = typer.Option(None, help="pixel: rand1 (the paper) or best1"),
     crossover: str = typer.Option(None, help="pixel: none (the paper) or pixel (per-pixel binomial)"),
     crossover_rate: float = typer.Option(None, help="pixel: crossover rate (default 1/pixels)"),
-    queries: int = typer.Option(None, help="sparse_rs (default 16400), square (5000): query budget per image"),
+    queries: int = typer.Option(None, help="sparse_rs (default 16400), square, autoattack (5000): query budget per image"),
     p_init: float = typer.Option(None, help="sparse_rs: fraction of pixels moved at first; square: of the image "
                                                  "the first squares cover (default 0.8 for both)"),
-    eps: str = typer.Option(None, help="fgsm, pgd, square, ensemble: comma-separated budgets, e.g. 1/255,8/255; fmn: one budget"),
-    norm: str = typer.Option(None, help="pgd: linf or l2; fmn: linf, l2, l1 or l0; ensemble: its threat model"),
-    steps: int = typer.Option(None, help="pgd (default 100), fmn (100), cw (1000): iterations"),
-    restarts: int = typer.Option(None, help="pgd: random restarts (default 1)"),
-    loss: str = typer.Option(None, help="pgd: ce (default) or margin"),
-    members: str = typer.Option(None, help="ensemble: comma-separated attacks, cheap first (e.g. de,sparse_rs)"),
+    eps: str = typer.Option(None, help="fgsm, pgd, apgd, apgd_t, square, ensemble, autoattack: comma-separated "
+                                        "budgets, e.g. 1/255,8/255; fmn: one budget"),
+    norm: str = typer.Option(None, help="pgd, apgd, apgd_t, autoattack: linf or l2; fmn: linf, l2, l1 or l0; "
+                                         "ensemble: its threat model"),
+    steps: int = typer.Option(None, help="pgd, apgd, apgd_t, autoattack (default 100), fmn (100), cw (1000): iterations"),
+    restarts: int = typer.Option(None, help="pgd, apgd, apgd_t: random restarts (default 1)"),
+    loss: str = typer.Option(None, help="pgd: ce (default) or margin; apgd: ce (default) or dlr"),
+    members: str = typer.Option(None, help="ensemble, autoattack: comma-separated attacks, cheap first (e.g. de,sparse_rs)"),
     l2_budget: float = typer.Option(None, help="cw: L2 budget a success must stay within"),
     forward: str = typer.Option(None, help="pixel, sparse_rs: the search's forward: auto (incremental where the "
                                            "model splits), incremental, eager or compiled"),

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .attacks import get_attack
+from .attacks.checks import MEANINGS, eps_monotone
 from .attacks.ensemble import THREATS
 from .attacks.metrics import aggregate, gain_vs_relu, mean_std
 from .attacks.spec import strongest_for
@@ -82,17 +83,47 @@ class RobustRow:
 
 
 @dataclass
+class StandardCell:
+    """One budget of a standard evaluation (the headline attack's): images left robust of those attacked,
+    and the attack-failure checks of its repeat (name, flagged, evidence)."""
+
+    robust: int
+    images: int
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> list[str]:
+        return [c["name"] for c in self.checks if c["flagged"]]
+
+
+@dataclass
+class StandardRow:
+    model: str
+    act: str
+    dataset: str
+    tag: str
+    clean_accuracy: float | None
+    attack: str  # the standard evaluation's registered name (its spec has headline=True)
+    cells: dict[str, StandardCell] = field(default_factory=dict)
+
+
+@dataclass
 class Report:
     tables: list[Table]
     notes: list[str]
     robust_columns: list[str] = field(default_factory=list)
     robust_rows: list[RobustRow] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    standard_columns: list[str] = field(default_factory=list)
+    standard_rows: list[StandardRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        standard = {"standard_evaluation": {"columns": self.standard_columns, "rows": [
+            asdict(r) | {"unreliable": {k: c.flagged for k, c in r.cells.items() if c.flagged}}
+            for r in self.standard_rows]}} if self.standard_rows else {}  # reports without one read as before
         return {"tables": [asdict(t) for t in self.tables], "notes": self.notes,
                 "robust_accuracy": {"columns": self.robust_columns, "rows": [asdict(r) for r in self.robust_rows]},
-                "flags": self.flags}
+                **standard, "flags": self.flags}
 
 
 def paper_numbers() -> dict[str, Any]:
@@ -183,7 +214,39 @@ def build_report(results_dir: str | Path, on_error: OnError | None = warn_skippe
                    for (m, d, t, a), cells in sorted(robust.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
                                                                                    kv[0][3] != "relu", kv[0][3]))]
     flags = sanity_flags(evidence) + unconverged_flags(finished, checkpoint_tag)
-    return Report(tables, notes, [p.label for p in points], robust_rows, flags)
+    standard = standard_rows(finished)
+    flags += [f"{'/'.join((r.model, r.act, r.dataset, r.tag))} {r.attack} {label}: {c['name']} ({c['evidence']}): "
+              f"{MEANINGS[c['name']]}" for r in standard for label, cell in r.cells.items() for c in cell.checks if c["flagged"]]
+    standard_columns = sorted({label for r in standard for label in r.cells}, key=_sort_key)
+    return Report(tables, notes, [p.label for p in points], robust_rows, flags, standard_columns, standard)
+
+
+def standard_rows(finished: list[tuple[str, dict[str, Any]]]) -> list[StandardRow]:
+    """The standard evaluation's rows: per model, its clean accuracy and, per budget, the images the
+    headline attack (``AttackSpec.headline``) left robust with the checks of its (first) repeat. Every
+    budget above a model's smallest of a norm also gets the ``eps_monotone`` check against the one below."""
+    rows: dict[tuple[str, str, str, str], StandardRow] = {}
+    for _, res in finished:
+        if not get_attack(res["attack"]).headline:
+            continue
+        key = (res["model"], res["dataset"], checkpoint_tag(res), res["act"])
+        row = rows.setdefault(key, StandardRow(res["model"], res["act"], res["dataset"], key[2],
+                                               res["checkpoint"].get("clean_test_accuracy"), res["attack"]))
+        for setting in res["settings"]:
+            if setting["repeats"]:
+                rep = setting["repeats"][0]
+                row.cells.setdefault(setting["label"], StandardCell(sum(not r["success"] for r in rep["images"]),
+                                                                    len(rep["images"]), list(rep.get("checks", []))))
+    for row in rows.values():
+        by_norm: dict[str, list[tuple[float, float, str]]] = {}
+        for label, cell in row.cells.items():
+            norm = "linf" if label.startswith("eps=") else label.split("=", 1)[0]
+            by_norm.setdefault(norm, []).append((_sort_key(label)[0], cell.robust / max(cell.images, 1), label))
+        for curve in by_norm.values():
+            curve.sort()
+            for (e1, r1, _), (e2, r2, label) in zip(curve, curve[1:]):
+                row.cells[label].checks.append(eps_monotone([(e1, r1), (e2, r2)]).to_dict())
+    return sorted(rows.values(), key=lambda r: (r.model, r.dataset, r.tag, r.act != "relu", r.act))
 
 
 def _build_table(key: str, title: str, ident: str, attack: str, files: list[tuple[Path, dict[str, Any]]],
@@ -297,9 +360,34 @@ def robust_text(cell: RobustCell | None) -> str:
     return f"{bound}{cell.robust}/{cell.images} [{cell.strongest}{'+' if union else ''}]"
 
 
+def standard_text(cell: StandardCell | None, clean: float | None) -> str:
+    """``80.1% (81/100)``: the test-set robust accuracy (clean accuracy x the share of the attacked,
+    correctly classified images left robust), or ``unreliable`` when a failure check flagged it."""
+    if cell is None:
+        return ""
+    count = f"{cell.robust}/{cell.images}"
+    if cell.flagged:
+        return f"unreliable ({count}; {', '.join(cell.flagged)})"
+    share = cell.robust / max(cell.images, 1)
+    return f"{100 * clean * share:.1f}% ({count})" if clean is not None else count
+
+
 def grids(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     """Every table as (title, header, rows of text), shared by the markdown and terminal renderers."""
     out = []
+    if report.standard_rows:  # the headline: robust accuracy under the standard evaluation
+        attacks = ", ".join(sorted({r.attack for r in report.standard_rows}))
+        out.append((f"Standard evaluation ({attacks}): robust accuracy, clean accuracy beside it",
+                    ["model", "act", "data", "ckpt", "clean", *report.standard_columns],
+                    [[r.model, r.act, r.dataset, r.tag, "-" if r.clean_accuracy is None else f"{100 * r.clean_accuracy:.1f}%",
+                      *(standard_text(r.cells.get(c), r.clean_accuracy) for c in report.standard_columns)]
+                     for r in report.standard_rows]))
+        names = list(MEANINGS)
+        out.append(("Attack-failure checks of the standard evaluation (FLAG: see the warnings for the evidence)",
+                    ["model", "act", "data", "ckpt", "budget", *names],
+                    [[r.model, r.act, r.dataset, r.tag, label,
+                      *({c["name"]: "FLAG" if c["flagged"] else "ok" for c in cell.checks}.get(n, "-") for n in names)]
+                     for r in report.standard_rows for label, cell in sorted(r.cells.items(), key=lambda kv: _sort_key(kv[0]))]))
     for t in report.tables:
         last, text = _last_column(t)
         out.append((t.title, ["model", "act", "data", "ckpt", "images", *t.columns, last],

@@ -139,6 +139,19 @@ def _judge(model: nn.Module, images: Tensor, labels: Tensor, outcome: AttackOutc
     )
 
 
+def check_norm_budgets(norm: str, epsilons: tuple[float, ...], norms: tuple[str, ...], attack: str) -> None:
+    """The checks every config with a norm and a grid of budgets makes (PGD, APGD): a known norm,
+    one or more distinct budgets > 0, Linf ones at most 1 (pixels live in [0, 1])."""
+    if norm not in norms:
+        raise ValueError(f"{attack} norm must be {' or '.join(norms)}, got {norm!r}")
+    if not epsilons or any(not e > 0 for e in epsilons):
+        raise ValueError(f"epsilons must be one or more budgets > 0, got {list(epsilons)}")
+    if norm == "linf" and any(e > 1 for e in epsilons):
+        raise ValueError(f"every Linf epsilon must be in (0, 1] (pixels live in [0, 1]), got {list(epsilons)}")
+    if len(set(epsilons)) != len(epsilons):
+        raise ValueError(f"epsilons must be distinct, got {list(epsilons)}")
+
+
 def perturbation_norms(images: Tensor, adv: Tensor) -> dict[str, Tensor]:
     """Per-image size of ``adv - images`` (N, C, H, W) in every norm robench reports, each (N,):
     linf, l2, l1 over all values, and l0 as the number of pixels changed in any channel (the unit

@@ -10,6 +10,7 @@ trusting them, so a member cannot count a success the runner would not.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,10 @@ def _member_generator(generator: torch.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
 
 
+# Called after each member that ran: (member name, its images, their labels, its outcome, which it fooled).
+Observer = Callable[[str, Tensor, Tensor, AttackOutcome, Tensor], None]
+
+
 def ensemble_attack(
     model: nn.Module, images: Tensor, labels: Tensor, config: EnsembleConfig, generator: torch.Generator
 ) -> AttackOutcome:
@@ -98,6 +103,13 @@ def ensemble_attack(
     fooled each image (None: robust to all), and a member's own details (the DE's pixels) are kept
     for the images it broke.
     """
+    return run_members(model, images, labels, config, generator)
+
+
+def run_members(model: nn.Module, images: Tensor, labels: Tensor, config: EnsembleConfig, generator: torch.Generator,
+                observe: Observer | None = None) -> AttackOutcome:
+    """``ensemble_attack``, with ``observe`` shown each member's outcome (the standard evaluation's
+    attack-failure checks read the members' own details there)."""
     budget = config.budgets[0]
     labels = labels.to(images.device)
     n = len(images)
@@ -116,6 +128,8 @@ def ensemble_attack(
         outcome = spec.fn(model, x, y, setting, member_gen)
         fooled = judge(model, x, y, outcome, **spec.budget(setting)).success.to(images.device)
         queries[standing] += outcome.queries
+        if observe is not None:
+            observe(name, x, y, outcome, fooled)
         won = standing[fooled]
         adv[won] = outcome.adversarial[fooled]
         for i in won.tolist():

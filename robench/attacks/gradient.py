@@ -24,7 +24,7 @@ from foolbox.attacks.fast_minimum_norm import best_other_classes
 from foolbox.devutils import atleast_kd, flatten
 from torch import Tensor, nn
 
-from robench.attacks.base import AttackOutcome, EvalMode, perturbation_norms
+from robench.attacks.base import AttackOutcome, EvalMode, check_norm_budgets, perturbation_norms
 from robench.attacks.spec import (BUDGET_KWARGS, AttackSpec, PaperTable, builtin_attack, member_options, nondefault_parts,
                                   setting_label)
 
@@ -124,14 +124,7 @@ class PGDConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epsilons", tuple(float(e) for e in self.epsilons))
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"pgd norm must be linf or l2, got {self.norm!r}")
-        if not self.epsilons or any(not e > 0 for e in self.epsilons):
-            raise ValueError(f"epsilons must be one or more budgets > 0, got {list(self.epsilons)}")
-        if self.norm == "linf" and any(e > 1 for e in self.epsilons):
-            raise ValueError(f"every Linf epsilon must be in (0, 1] (pixels live in [0, 1]), got {list(self.epsilons)}")
-        if len(set(self.epsilons)) != len(self.epsilons):
-            raise ValueError(f"epsilons must be distinct, got {list(self.epsilons)}")
+        check_norm_budgets(self.norm, self.epsilons, ("linf", "l2"), "pgd")
         if self.steps < 1 or self.restarts < 1 or self.max_batch < 1:
             raise ValueError("steps, restarts and max_batch must be >= 1")
         if self.rel_stepsize is not None and not self.rel_stepsize > 0:

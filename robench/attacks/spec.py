@@ -74,6 +74,9 @@ class AttackSpec:
     # Options inferred from the others given on the command line (the ensemble's threat from --eps).
     fill_options: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     quick: Mapping[str, Any] = field(default_factory=dict)  # options for a run of seconds (the contract test)
+    # The standard evaluation: the report's headline table shows its robust accuracy beside clean
+    # accuracy, with the attack-failure checks its repeats store.
+    headline: bool = False
 
 
 def checked_spec(name: str, obj: Any) -> AttackSpec:
