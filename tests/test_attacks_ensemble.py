@@ -90,7 +90,7 @@ def test_members_are_checked_at_load():
     with pytest.raises(ValueError, match="set by the ensemble's budget"):
         EnsembleConfig(threat="l0", members=("de",), member_options={"de": {"pixels": 4}})
     cfg = EnsembleConfig(threat="linf", epsilons=(8 / 255,))
-    assert cfg.members == ("fgsm", "pgd", "fmn", "square")  # the defaults, cheap first, the black-box check last
+    assert cfg.members == ("fgsm", "pgd", "apgd", "fmn", "square")  # the defaults, cheap first, the black-box check last
     assert EnsembleConfig(members=("de", "sparse_rs")).members == ("pixel", "sparse_rs")
 
 
