@@ -131,7 +131,7 @@ def test_curve_attacks_come_from_the_specs():
     from robench.attacks import attack_names, get_attack
     from robench.plot import draws_curves, minimal_norm
 
-    assert {n for n in attack_names() if draws_curves(get_attack(n))} == {"fmn", "pgd"}  # before the specs: a literal
+    assert {n for n in attack_names() if draws_curves(get_attack(n))} == {"fmn", "pgd", "apgd", "apgd_t"}  # the specs: minimal-norm or monotone
     assert minimal_norm(get_attack("fmn")) and not minimal_norm(get_attack("pgd"))
     r = runner.invoke(app, ["plot", "curve", "--attack", "square", "--out", "x.png"])
     assert r.exit_code == 1 and "curves come from minimal-norm or iterative attacks, not square" in r.output
