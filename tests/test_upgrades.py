@@ -32,6 +32,9 @@ BUILD_SUITES = {"ci-smoke.yaml", "quickstart.yaml"}
 GPU_ONLY = {"gpu-paper.yaml"}
 # Cells REPRODUCTION.md lists as not run (docs/stored-results.md): Sparse-RS 1 px on LeNet-5 APL, PReLU, swish.
 NOT_RUN = {"strong-seeds-lenet5.yaml": "--sparse_rs1px-"}
+# The study under adversarial training (issue 26), started and not finished: its committed cells must
+# not conflict with today's request, and what is left is listed in REPRODUCTION.md.
+IN_PROGRESS = {"at-seeds-mlp.yaml", "at-seeds-mlp-more.yaml", "at-seeds-lenet5.yaml", "at-seeds-lenet5-more.yaml"}
 
 
 def _request(path: Path) -> AttackRun:
@@ -110,7 +113,7 @@ def test_every_committed_suite_has_nothing_left_to_run(suite_file, monkeypatch):
     assert planned
     conflicts = [(c.id, why) for c, state, why in planned if state == "conflict"]
     assert conflicts == []
-    if suite_file in BUILD_SUITES:  # CI and the README make these under build/: only conflicts count
+    if suite_file in BUILD_SUITES | IN_PROGRESS:  # made under build/ by CI or the README, or still running
         return
     left = [c.id for c, state, _ in planned if state != "done"]
     allowed = NOT_RUN.get(suite_file)
