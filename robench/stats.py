@@ -141,10 +141,13 @@ CHECKPOINT_METRICS = {  # metric -> how to read it from a checkpoint's metadata;
 def checkpoint_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
     """Clean test error (%) and final training loss per model × dataset × activation × schedule
     over training seeds, from the checkpoints' metadata; unreadable checkpoints are named in the
-    notes and left out."""
+    notes and left out. An adversarial run's ``-last`` twin is not a seed of its own: the run is
+    counted once, by the epoch its checkpoint keeps (the best held-out robust accuracy)."""
     groups: dict[tuple, Group] = {}
     notes = []
     for pt in checkpoint_files(directory):
+        if pt.stem.endswith("-last") and pt.with_name(pt.stem[: -len("-last")] + ".pt").is_file():
+            continue
         try:
             meta = read_meta(pt)
             cfg, args = meta["train_config"], meta["model_args"]

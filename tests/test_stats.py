@@ -238,3 +238,15 @@ def test_stats_names_a_mismatched_checkpoint_pair_it_leaves_out(tmp_path):
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert r.exit_code == 1 and len(lines) == 1, r.output
     assert "nothing to compare" in lines[0] and "lenet5-relu-cifar10-s0.pt: left out" in lines[0], r.output
+
+
+def test_the_last_epoch_twin_of_an_adversarial_run_is_not_a_seed(tmp_path):
+    fake_checkpoint(tmp_path, "lenet5", "relu", 0, 31.0)
+    best = tmp_path / "lenet5-relu-cifar10-s0.json"
+    meta = json.loads(best.read_text())
+    last = tmp_path / "lenet5-relu-cifar10-s0-last.json"  # sorts before its best twin
+    last.write_text(json.dumps(meta | {"clean_test_error_pct": 45.0}))
+    last.with_suffix(".pt").write_bytes(best.with_suffix(".pt").read_bytes())
+    groups, notes = checkpoint_groups(tmp_path)
+    errors = [g for g in groups if g.metric == "clean error %"]
+    assert not notes and [g.values for g in errors] == [{0: 31.0}]
