@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import budget_text
 from ..errors import ConfigError
 from ..registry import Registry
 from .base import AttackFn
@@ -118,8 +119,7 @@ def registered() -> list[AttackSpec]:
 
 def eps_text(eps: float) -> str:
     """An Linf budget as people write it: ``8/255`` when it is a whole number of 8-bit steps."""
-    steps = eps * 255
-    return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-6 and round(steps) >= 1 else f"{eps:g}"
+    return budget_text(eps)
 
 
 def setting_label(norm: str, budget: float) -> str:
