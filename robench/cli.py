@@ -295,7 +295,7 @@ def report(
 def stats(
     checkpoints: Path = typer.Option(Path("checkpoints"), help="checkpoint folder (clean error and final loss over seeds)"),
     results: Path = typer.Option(None, help="result folder of a multi-seed suite, e.g. attacks/seeds"),
-    against: str = typer.Option("relu", help="activation the attack figures are tested against"),
+    against: str = typer.Option("relu", help="activation the attack figures are tested against, or best-of:ACT,ACT,... (the lowest mean among them)"),
     format: str = typer.Option("table", "--format", help="table, markdown or json"),
     out: Path = typer.Option(None, help="write to this file instead of stdout"),
 ) -> None:

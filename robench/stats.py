@@ -220,6 +220,35 @@ def best_baseline(groups: Sequence[Group]) -> Group | None:
     return min((g for g in base if len(g.values) == most), key=lambda g: g.stats()[0])
 
 
+def best_of(acts: Sequence[str]) -> Callable[[Sequence[Group]], Group | None]:
+    """The lowest mean among ``acts`` (with the most seeds among them), per metric: "the best smooth
+    activation" of issue 26 is ``best_of(["silu", "gelu", "psoftplus", "pssilu"])``. Chosen per metric,
+    so the reference of one row can differ from another's; the ``vs`` column names it."""
+    wanted = set(acts)
+
+    def pick(groups: Sequence[Group]) -> Group | None:
+        named = [g for g in groups if g.act in wanted and g.values]
+        if not named:
+            return None
+        most = max(len(g.values) for g in named)
+        return min((g for g in named if len(g.values) == most), key=lambda g: g.stats()[0])
+
+    return pick
+
+
+BEST_OF = "best-of:"  # --against best-of:silu,gelu,...
+
+
+def reference_rule(against: str) -> tuple[str | Callable[[Sequence[Group]], Group | None], str]:
+    """``against`` as given to ``robench stats``: an activation, or ``best-of:a,b,...``; with the rule's words."""
+    if not against.startswith(BEST_OF):
+        return against, f"each activation vs {against}"
+    acts = [a.strip() for a in against.removeprefix(BEST_OF).split(",") if a.strip()]
+    if not acts:
+        raise ValueError(f"--against {against!r} names no activation (e.g. best-of:silu,gelu)")
+    return best_of(acts), f"each activation vs the lowest mean among {', '.join(acts)} (per metric, most seeds)"
+
+
 def compare(groups: Sequence[Group], against: str | Callable[[Sequence[Group]], Group | None]) -> list[Comparison]:
     """Each group against the reference of its family: the activation named ``against``, or the
     group a rule picks (e.g. :func:`best_baseline`). Families without a reference get no test."""
@@ -270,8 +299,9 @@ def build_stats(
         groups, n = attack_groups(results, on_error)
         notes += n
         if groups:
+            rule, words = reference_rule(against)
             tables.append(StatsTable("Attack successes across training seeds (mean over repeats per seed)",
-                                     f"each activation vs {against}", compare(groups, against)))
+                                     words, compare(groups, rule)))
     return tables, notes
 
 

@@ -250,3 +250,18 @@ def test_the_last_epoch_twin_of_an_adversarial_run_is_not_a_seed(tmp_path):
     groups, notes = checkpoint_groups(tmp_path)
     errors = [g for g in groups if g.metric == "clean error %"]
     assert not notes and [g.values for g in errors] == [{0: 31.0}]
+
+
+def test_against_best_of_picks_the_lowest_mean_among_the_named_activations(tmp_path):
+    """``--against best-of:silu,gelu`` (issue 26: each activation vs the best smooth one): the
+    reference is the named activation with the lowest mean, never one outside the list."""
+    for seed, (relu, silu, gelu, sapl) in enumerate([(30, 28, 25, 20), (32, 27, 26, 21), (31, 29, 24, 22)]):
+        for act, n in (("relu", relu), ("silu", silu), ("gelu", gelu), ("sapl", sapl)):
+            fake_result(tmp_path, act, seed, [n])
+    (table,) = build_stats(None, tmp_path, against="best-of:silu,gelu")[0]
+    successes = [r for r in table.rows if r.group.metric.endswith("successes")]
+    assert {r.group.act: r.reference for r in successes} == {"relu": "gelu", "silu": "gelu", "gelu": None, "sapl": "gelu"}
+    assert next(r for r in successes if r.group.act == "sapl").diff == pytest.approx(21.0 - 25.0)
+    assert "lowest mean among silu, gelu" in table.rule
+    r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path), "--results", str(tmp_path), "--against", "best-of:"])
+    assert r.exit_code == 1 and "names no activation" in r.output and "Traceback" not in r.output
