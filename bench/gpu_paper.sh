@@ -2,7 +2,10 @@
 # The paper's larger CIFAR-10 models on one GPU (issue 15, item 4): train allcnn, nin and resnet18 with
 # relu, sapl, apl and swish, then run Tables 2-4 plus Sparse-RS and PGD on them (configs/gpu-paper.yaml).
 #
-#   bash bench/gpu_paper.sh [--toy] [OUTDIR]
+#   bash bench/gpu_paper.sh [--toy] [--config CONFIG] [OUTDIR]
+#
+# CONFIG is configs/gpu-paper.yaml unless given; configs/gpu-paper-at.yaml is the same models under
+# adversarial training with the activations of issue 26 (FGSM-RS 8/255, autoattack at 8/255 and 12/255).
 #
 # On the GPU machine: `robench suite configs/gpu-paper.yaml --device cuda --workers 4` (four cells share
 # the GPU), stopped with Ctrl-C (SIGINT) after $GPU_PAPER_LIMIT_S seconds (default 480) so that the
@@ -27,14 +30,24 @@
 # `checkpoints/lenet5-relu-cifar10-s0.pt checkpoints/lenet5-relu-cifar10-s0.json` (and the
 # .history.json.gz it names); docs/stored-results.md lists the commands.
 #
-# --toy checks the whole script on a CPU in about a minute, in a temp folder: the same attack list at
-# tiny budgets on LeNet-5 (relu, sapl) trained for one epoch on 2048 images (bench/gpu_paper_files.py).
+# --toy checks the whole script on a CPU in a minute or two, in a temp folder: the same attack list at
+# each attack's quick budget on LeNet-5 (the first two activations) trained with the same schedule
+# (adversarial or not) for one epoch on 2048 images (bench/gpu_paper_files.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 
 toy=0
-if [[ "${1:-}" == "--toy" ]]; then toy=1; shift; fi
+config_file=configs/gpu-paper.yaml
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --toy) toy=1; shift ;;
+        --config) config_file="${2:?--config needs a file}"; shift 2 ;;
+        *) break ;;
+    esac
+done
+if [[ ! -f "$config_file" ]]; then echo "gpu_paper: no config $config_file" >&2; exit 2; fi
+config_file="$(cd "$(dirname "$config_file")" && pwd)/$(basename "$config_file")"
 out="${1:-${OUT:-build/gpu-paper}}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -56,12 +69,12 @@ if [[ -z "${ROBENCH_DATA:-}" ]]; then
 fi
 
 work="$repo"
-configs=("$repo/configs/gpu-paper.yaml")
+configs=("$config_file")
 device=auto
 workers=4
 if [[ $toy == 1 ]]; then
     work="$(mktemp -d)"
-    "$py" bench/gpu_paper_files.py toy configs/gpu-paper.yaml "$work"
+    "$py" bench/gpu_paper_files.py toy "$config_file" "$work"
     configs=("$work/toy.yaml")
     device=cpu
     workers=2

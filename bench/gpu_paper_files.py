@@ -4,8 +4,10 @@
     python bench/gpu_paper_files.py outputs CONFIG       # the files to bring back, one per line
     python bench/gpu_paper_files.py results CONFIG       # the suite's results folder
 
-The toy config keeps CONFIG's attack list, schedule and first two activations, and shrinks sizes:
-LeNet-5 trained on 2048 images for one epoch, every attack at a tiny budget on 4 images. The large
+The toy config keeps CONFIG's attack list, schedule (adversarial training included) and first two
+activations, and shrinks sizes: LeNet-5 trained on 2048 images for one epoch, every attack at the
+budget its registration calls quick (``AttackSpec.quick``, what the contract test runs) on 4 images;
+an attack's own epsilons stay. The large
 models stay out of it: on these CPUs each spends minutes per cell on the whole test set (its clean
 accuracy after training, the image selection before attacking); tests/test_models.py builds and runs them.
 """
@@ -18,19 +20,19 @@ from typing import Any
 
 import yaml
 
+from robench.attacks.spec import get_attack
 from robench.checkpoints import history_path, sidecar_path
 from robench.suite import load_suite
 
 MAX_COMMITTED_BYTES = 5 * 1024 * 1024  # checkpoints larger than this are not committed (issue 15)
 
-# Per attack: the options that make it take seconds on a CPU.
-TINY: dict[str, dict[str, Any]] = {
-    "pixel": {"population": 20, "generations": 3},
-    "sparse_rs": {"queries": 100},
-    "pgd": {"steps": 5},
-    "cw": {"steps": 20},
-    "fmn": {"steps": 10},
-}
+
+def quick(attack: dict[str, Any]) -> dict[str, Any]:
+    """One attack entry of a suite at the budget that takes seconds on a CPU, its epsilons kept."""
+    options = attack.get("options", {})
+    fast = {k: list(v) if isinstance(v, tuple) else v  # YAML has lists, not tuples
+            for k, v in get_attack(attack["attack"]).quick.items() if not (k == "epsilons" and k in options)}
+    return attack | {"options": options | fast, "repeats": 1}
 
 
 def toy(config: Path, work: Path) -> None:
@@ -38,7 +40,7 @@ def toy(config: Path, work: Path) -> None:
     base = {"dataset": full["dataset"], "seed": full.get("seed", 0), "train_seeds": [0], "checkpoints": "checkpoints",
             "results": "attacks/gpu-paper-toy"}
     schedule = full.get("train", {}) | {"epochs": 1, "batch_size": 64, "train_images": 2048}
-    attacks = [a | {"options": a.get("options", {}) | TINY.get(a["attack"], {}), "repeats": 1} for a in full["attacks"]]
+    attacks = [quick(a) for a in full["attacks"]]
     body = base | {"name": "gpu-paper-toy", "models": ["lenet5"], "acts": full["acts"][:2], "images": 4,
                    "train": schedule, "attacks": attacks}
     (work / "toy.yaml").write_text(yaml.safe_dump(body, sort_keys=False))

@@ -29,7 +29,7 @@ HEADLINE = REPO / "attacks" / "lenet5-sapl-cifar10-s0--pixel3px-seed0-2a56b9.jso
 FGSM = REPO / "attacks" / "lenet5-relu-cifar10-s0--fgsm-seed0-6c1b6d.json"
 # Suites that write to build/ (run by CI or the README, never committed) and GPU-only ones.
 BUILD_SUITES = {"ci-smoke.yaml", "quickstart.yaml"}
-GPU_ONLY = {"gpu-paper.yaml"}
+GPU_ONLY = {"gpu-paper.yaml", "gpu-paper-at.yaml"}
 # Cells REPRODUCTION.md lists as not run (docs/stored-results.md): Sparse-RS 1 px on LeNet-5 APL, PReLU, swish.
 NOT_RUN = {"strong-seeds-lenet5.yaml": "--sparse_rs1px-"}
 # The study under adversarial training (issue 26), started and not finished: its committed cells must
