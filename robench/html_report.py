@@ -214,7 +214,7 @@ def _tables_section(report: Report) -> str:
 
 
 def _seeds_section(checkpoints: str | Path | None, seeds: str | Path, against: str) -> str:
-    from .stats import HEAD, build_stats, row_texts
+    from .stats import HEAD, HOLM_NOTE, build_stats, row_texts
 
     tables, notes = build_stats(checkpoints, seeds, against)
     parts = ['<section id="seeds"><h2>Seed statistics</h2>',
@@ -222,7 +222,7 @@ def _seeds_section(checkpoints: str | Path | None, seeds: str | Path, against: s
     if not tables:
         parts.append('<p class="none">nothing to compare in these folders</p>')
     for t in tables:
-        parts += [f"<h3>{_e(t.title)}</h3>", f'<p class="rule">Welch\'s t-test, two-sided; {_e(t.rule)}.</p>',
+        parts += [f"<h3>{_e(t.title)}</h3>", f'<p class="rule">Welch\'s t-test, two-sided; {_e(t.rule)}. {_e(HOLM_NOTE)}</p>',
                   _table(HEAD, [row_texts(r) for r in t.rows], wrap=WRAP_STATS)]
     parts += [_items([_e(n) for n in notes]), "</section>"]
     return "\n".join(parts)

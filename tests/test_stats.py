@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from robench.cli import app
 from robench.results import write_result
-from robench.stats import attack_groups, best_baseline, build_stats, checkpoint_groups, compare, seed_from_tag, welch
+from robench.stats import (attack_groups, best_baseline, build_stats, checkpoint_groups, compare, holm, seed_from_tag,
+                           welch)
 
 runner = CliRunner()
 
@@ -139,7 +140,7 @@ def test_stats_cli(tmp_path):
     assert "Welch" in runner.invoke(app, ["stats", "--checkpoints", str(ck), "--format", "markdown"]).output
     md = runner.invoke(app, ["stats", "--results", str(res), "--checkpoints", str(ck), "--format", "markdown"]).output
     rows = [line for line in md.splitlines() if line.startswith("| lenet5")]
-    assert rows and {line.replace("\\|", "").count("|") for line in rows} == {15}  # avg|Z| does not split a cell
+    assert rows and {line.replace("\\|", "").count("|") for line in rows} == {16}  # avg|Z| does not split a cell
     r = runner.invoke(app, ["stats", "--checkpoints", str(ck), "--results", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "not found" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path / "res")])
@@ -265,3 +266,20 @@ def test_against_best_of_picks_the_lowest_mean_among_the_named_activations(tmp_p
     assert "lowest mean among silu, gelu" in table.rule
     r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path), "--results", str(tmp_path), "--against", "best-of:"])
     assert r.exit_code == 1 and "names no activation" in r.output and "Traceback" not in r.output
+
+
+def test_holm_adjusts_each_family_by_hand():
+    """Holm: the k-th smallest of m p-values times (m - k + 1), never below the one before, at most 1."""
+    assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([None]) == [None]
+
+
+def test_every_tested_row_carries_its_family_adjusted_p(tmp_path):
+    for seed, (relu, silu, gelu) in enumerate([(30, 28, 20), (32, 27, 21), (31, 29, 19)]):
+        for act, n in (("relu", relu), ("silu", silu), ("gelu", gelu)):
+            fake_result(tmp_path, act, seed, [n])
+    (table,) = build_stats(None, tmp_path)[0]
+    for metric in {r.group.metric for r in table.rows}:
+        rows = [r for r in table.rows if r.group.metric == metric]
+        assert [r.p_holm for r in rows] == pytest.approx(holm([r.p for r in rows]), nan_ok=True)
+        assert all(r.p_holm is None if r.p is None else r.p_holm >= r.p for r in rows)
