@@ -371,7 +371,7 @@ def plot_tradeoff(checkpoints: str | Path | None, results: str | Path | None, ou
         ax.set_xlabel("clean accuracy %")
         ax.set_ylabel("robust accuracy %")
         ax.set_title(f"{model}: {label}", fontsize=9)
-    axes[-1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: it hid points
     fig.suptitle("Clean against robust accuracy, one point per checkpoint", fontsize=9)
     return _save(fig, plt, out)
 
