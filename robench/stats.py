@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .attacks.metrics import mean_std
+from .attacks.spec import get_attack
 from .checkpoints import checkpoint_files, read_history, read_meta
 from .errors import CheckpointError, ResultError
 from .tables import checkpoint_tag
@@ -169,7 +170,7 @@ def checkpoint_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
 
 
 def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped) -> tuple[list[Group], list[str]]:
-    """Mean successes (over repeats) per model × dataset × activation × attack setting over
+    """Mean successes (and, for the standard evaluation, robust accuracy; over repeats) per model × dataset × activation × attack setting over
     training seeds, from complete results; the attack options and image count must match. A
     malformed file goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
     groups: dict[tuple, Group] = {}
@@ -196,6 +197,9 @@ def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped
             else:
                 successes = [r["successes"] for r in setting["repeats"]]
                 values[f"{res['attack']} {label} successes"] = float(mean_std(successes)[0])
+                robust = robust_accuracy(res, setting)
+                if robust is not None:
+                    values[f"{res['attack']} {label} {ROBUST}"] = robust
                 z = [r.get("avg_abs_z") for r in setting["repeats"]]
                 if all(isinstance(v, int | float) for v in z):  # the paper's second metric (none: nothing fooled)
                     values[f"{res['attack']} {label} avg|Z|"] = float(mean_std(z)[0])
@@ -210,6 +214,32 @@ def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped
     return list(groups.values()), notes
 
 
+ROBUST = "robust accuracy %"
+
+
+def higher_is_better(metric: str) -> bool:
+    """Robust accuracy is better high; error, loss, successes and distances are compared low."""
+    return metric.endswith(ROBUST)
+
+
+def _best(groups: Sequence[Group]) -> Group:
+    sign = -1.0 if higher_is_better(groups[0].metric) else 1.0
+    return min(groups, key=lambda g: sign * g.stats()[0])
+
+
+def robust_accuracy(res: dict[str, Any], setting: dict[str, Any]) -> float | None:
+    """The standard evaluation's robust accuracy on the test set, in %, mean over repeats: the
+    checkpoint's clean accuracy times the share of attacked (correctly classified) images left
+    unfooled; the number of the report's headline table. Only for a ``headline`` attack (robench's
+    AutoAttack-grade evaluation) whose result stores the clean accuracy: a weaker attack's robust
+    accuracy is an upper bound that would read as a finding."""
+    clean = res.get("checkpoint", {}).get("clean_test_accuracy")
+    if not get_attack(res["attack"]).headline or not isinstance(clean, int | float):
+        return None
+    shares = [1 - r["successes"] / len(r["images"]) for r in setting["repeats"] if r.get("images")]
+    return 100 * float(clean) * float(mean_std(shares)[0]) if shares else None
+
+
 def best_baseline(groups: Sequence[Group]) -> Group | None:
     """The lowest mean among activations outside the S-APL family (lower is better for error,
     loss and successes): the paper's "best baseline". Only groups with the most seeds compete, so a
@@ -218,11 +248,11 @@ def best_baseline(groups: Sequence[Group]) -> Group | None:
     if not base:
         return None
     most = max(len(g.values) for g in base)
-    return min((g for g in base if len(g.values) == most), key=lambda g: g.stats()[0])
+    return _best([g for g in base if len(g.values) == most])
 
 
 def best_of(acts: Sequence[str]) -> Callable[[Sequence[Group]], Group | None]:
-    """The lowest mean among ``acts`` (with the most seeds among them), per metric: "the best smooth
+    """The best mean (lowest; highest for robust accuracy) among ``acts`` (with the most seeds among them), per metric: "the best smooth
     activation" of issue 26 is ``best_of(["silu", "gelu", "psoftplus", "pssilu"])``. Chosen per metric,
     so the reference of one row can differ from another's; the ``vs`` column names it."""
     wanted = set(acts)
@@ -232,7 +262,7 @@ def best_of(acts: Sequence[str]) -> Callable[[Sequence[Group]], Group | None]:
         if not named:
             return None
         most = max(len(g.values) for g in named)
-        return min((g for g in named if len(g.values) == most), key=lambda g: g.stats()[0])
+        return _best([g for g in named if len(g.values) == most])
 
     return pick
 
@@ -247,7 +277,8 @@ def reference_rule(against: str) -> tuple[str | Callable[[Sequence[Group]], Grou
     acts = [a.strip() for a in against.removeprefix(BEST_OF).split(",") if a.strip()]
     if not acts:
         raise ValueError(f"--against {against!r} names no activation (e.g. best-of:silu,gelu)")
-    return best_of(acts), f"each activation vs the lowest mean among {', '.join(acts)} (per metric, most seeds)"
+    return best_of(acts), (f"each activation vs the best mean among {', '.join(acts)} (per metric, most seeds; "
+                           "lowest, highest for robust accuracy)")
 
 
 def holm(ps: Sequence[float | None]) -> list[float | None]:
@@ -342,7 +373,8 @@ def row_texts(row: Comparison) -> list[str]:
     digits = (2 if g.metric.startswith("clean") else 4 if "loss" in g.metric or "distance" in g.metric
               else 3 if g.metric.endswith("avg|Z|") else 1)
     per_seed = ", ".join(f"{g.values[s]:.{digits + 1}g}" if "distance" in g.metric
-                         else f"{g.values[s]:.3f}" if g.metric.endswith("avg|Z|") else f"{g.values[s]:g}"
+                         else f"{g.values[s]:.3f}" if g.metric.endswith("avg|Z|")
+                         else f"{g.values[s]:.1f}" if higher_is_better(g.metric) else f"{g.values[s]:g}"
                          for s in sorted(g.values))
     ci = "-" if row.ci95 is None else f"[{_num(row.ci95[0], digits)}, {_num(row.ci95[1], digits)}]"
     return [g.model, g.dataset, g.metric, g.schedule, g.act, str(len(g.values)), per_seed,

@@ -263,7 +263,7 @@ def test_against_best_of_picks_the_lowest_mean_among_the_named_activations(tmp_p
     successes = [r for r in table.rows if r.group.metric.endswith("successes")]
     assert {r.group.act: r.reference for r in successes} == {"relu": "gelu", "silu": "gelu", "gelu": None, "sapl": "gelu"}
     assert next(r for r in successes if r.group.act == "sapl").diff == pytest.approx(21.0 - 25.0)
-    assert "lowest mean among silu, gelu" in table.rule
+    assert "best mean among silu, gelu" in table.rule
     r = runner.invoke(app, ["stats", "--checkpoints", str(tmp_path), "--results", str(tmp_path), "--against", "best-of:"])
     assert r.exit_code == 1 and "names no activation" in r.output and "Traceback" not in r.output
 
@@ -283,3 +283,33 @@ def test_every_tested_row_carries_its_family_adjusted_p(tmp_path):
         rows = [r for r in table.rows if r.group.metric == metric]
         assert [r.p_holm for r in rows] == pytest.approx(holm([r.p for r in rows]), nan_ok=True)
         assert all(r.p_holm is None if r.p is None else r.p_holm >= r.p for r in rows)
+
+
+def test_the_standard_evaluation_gives_robust_accuracy_per_seed_and_its_best_is_the_highest(tmp_path):
+    """Issue 26: clean and robust accuracy per seed. Robust accuracy = clean accuracy x the share of
+    attacked images left unfooled (the report's headline number); higher is better, so best-of picks
+    the highest mean there and the lowest for successes."""
+    from tests.conftest import committed_result
+
+    template = json.loads(committed_result("mlp-relu-mnist-pgd0.1k10-s0--autoattack-linf-seed0-9d0116",
+                                           "at-seeds-mlp").read_text())
+    for act, fooled in (("silu", [10, 12]), ("gelu", [4, 6]), ("relu", [20, 22])):
+        for seed, n in enumerate(fooled):
+            res = json.loads(json.dumps(template))
+            for setting in res["settings"]:
+                rep = setting["repeats"][0]
+                rep["images"] = [img | {"success": i < n} for i, img in enumerate(rep["images"])]
+                rep["successes"] = n
+                setting.pop("aggregate", None)
+            res |= {"act": act, "checkpoint": res["checkpoint"] | {"path": f"checkpoints/mlp-{act}-mnist-pgd0.1k10-s{seed}.pt",
+                                                                   "clean_test_accuracy": 0.98}}
+            write_result(tmp_path / f"mlp-{act}-mnist-pgd0.1k10-s{seed}--autoattack.json",
+                         {k: v for k, v in res.items() if k not in ("schema", "version")})
+    (table,) = build_stats(None, tmp_path, against="best-of:silu,gelu")[0]
+    images = len(template["settings"][0]["repeats"][0]["images"])
+    robust = {r.group.act: r for r in table.rows if r.group.metric == "autoattack eps=0.1 robust accuracy %"}
+    assert robust["gelu"].group.values == pytest.approx({0: 98 * (1 - 4 / images), 1: 98 * (1 - 6 / images)})
+    assert robust["relu"].reference == "gelu" and robust["gelu"].is_reference  # the highest robust accuracy
+    fooled = {r.group.act: r for r in table.rows if r.group.metric == "autoattack eps=0.1 successes"}
+    assert fooled["relu"].reference == "gelu"  # and the fewest successes
+    assert not any(r.group.metric.endswith("robust accuracy %") for r in build_stats(None, TEMPLATE.parent)[0][0].rows)
