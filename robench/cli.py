@@ -556,7 +556,7 @@ def _needs_a_source(command: str, checkpoints: Path | None, results: Path | None
 def plot_forest_cmd(
     checkpoints: Path = typer.Option(None, help="checkpoint folder: clean error and final loss across seeds"),
     results: Path = typer.Option(None, help="multi-seed results folder, e.g. attacks/seeds: attack metrics across seeds"),
-    against: str = typer.Option("relu", help="the activation every other one is compared with"),
+    against: str = typer.Option("relu", help="the activation every other one is compared with, or best-of:ACT,ACT,... (as in robench stats)"),
     metric: str = typer.Option(None, help="only the metrics whose name contains this, e.g. 'clean error'"),
     out: Path = typer.Option(..., help="PNG to write"),
 ) -> None:

@@ -227,7 +227,7 @@ def forest_panels(checkpoints: str | Path | None, results: str | Path | None, ag
     """Per metric family (model, data, metric, schedule) with ``against`` in it: every other
     activation's difference to it with the Welch 95 % CI across training seeds, as ``robench
     stats`` computes them. ``metric`` keeps the families whose metric contains it."""
-    from .stats import attack_groups, checkpoint_groups, compare
+    from .stats import attack_groups, checkpoint_groups, compare, reference_rule
 
     groups = []
     if checkpoints is not None:
@@ -235,17 +235,17 @@ def forest_panels(checkpoints: str | Path | None, results: str | Path | None, ag
     if results is not None:
         groups += attack_groups(results, on_error)[0]
     panels: dict[tuple, list[Any]] = {}
-    seeds: dict[tuple, int] = {}  # family -> the reference's seed count
-    for row in compare(groups, against):
+    seeds: dict[tuple, tuple[str, int]] = {}  # family -> its reference (best-of: one per family) and seed count
+    for row in compare(groups, reference_rule(against)[0]):
         if row.is_reference:
-            seeds[row.group.family] = len(row.group.values)
+            seeds[row.group.family] = (row.group.act, len(row.group.values))
         elif row.reference is not None and row.diff is not None and (metric is None or metric in row.group.metric):
             panels.setdefault(row.group.family, []).append(row)
     if not panels:
         raise RobenchError(f"no activation to compare with {against} across seeds"
                            + (f" in metric {metric!r}" if metric else "") + " (each needs the same model, data, "
                            "metric and schedule as a run of it)")
-    return [ForestPanel(*family, against, seeds[family], tuple(rows)) for family, rows in sorted(panels.items())]
+    return [ForestPanel(*family, *seeds[family], tuple(rows)) for family, rows in sorted(panels.items())]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ def test_forest_panels_take_attack_metrics_from_results(tmp_path):
     assert row.ci95 == pytest.approx(effect([40.0, 38.0, 45.0], [30.0, 34.0, 32.0])[0])
     with pytest.raises(Exception, match="no activation to compare with gelu"):
         forest_panels(None, tmp_path, "gelu")
+    (best,) = [p for p in forest_panels(None, tmp_path, "best-of:relu,sapl") if p.metric.endswith("successes")]
+    assert best.reference == "relu" and [r.group.act for r in best.rows] == ["sapl"]  # relu: fewer successes
 
 
 def defended_sidecar(folder: Path, act: str, clean: float, robust: float) -> Path:
