@@ -295,7 +295,8 @@ def report(
 def stats(
     checkpoints: Path = typer.Option(Path("checkpoints"), help="checkpoint folder (clean error and final loss over seeds)"),
     results: Path = typer.Option(None, help="result folder of a multi-seed suite, e.g. attacks/seeds"),
-    against: str = typer.Option("relu", help="activation the attack figures are tested against, or best-of:ACT,ACT,... (the lowest mean among them)"),
+    against: str = typer.Option("relu", help="activation the attack figures are tested against, or "
+                                "best-of:ACT,ACT,... (the best mean among them, per metric)"),
     format: str = typer.Option("table", "--format", help="table, markdown or json"),
     out: Path = typer.Option(None, help="write to this file instead of stdout"),
 ) -> None:
@@ -556,7 +557,8 @@ def _needs_a_source(command: str, checkpoints: Path | None, results: Path | None
 def plot_forest_cmd(
     checkpoints: Path = typer.Option(None, help="checkpoint folder: clean error and final loss across seeds"),
     results: Path = typer.Option(None, help="multi-seed results folder, e.g. attacks/seeds: attack metrics across seeds"),
-    against: str = typer.Option("relu", help="the activation every other one is compared with, or best-of:ACT,ACT,... (as in robench stats)"),
+    against: str = typer.Option("relu", help="the activation every other one is compared with, or "
+                                "best-of:ACT,ACT,... (as in robench stats)"),
     metric: str = typer.Option(None, help="only the metrics whose name contains this, e.g. 'clean error'"),
     out: Path = typer.Option(..., help="PNG to write"),
 ) -> None:

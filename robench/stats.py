@@ -170,8 +170,8 @@ def checkpoint_groups(directory: str | Path) -> tuple[list[Group], list[str]]:
 
 
 def attack_groups(directory: str | Path, on_error: OnError | None = warn_skipped) -> tuple[list[Group], list[str]]:
-    """Mean successes (and, for the standard evaluation, robust accuracy; over repeats) per model × dataset × activation × attack setting over
-    training seeds, from complete results; the attack options and image count must match. A
+    """Mean successes (and, for the standard evaluation, robust accuracy; over repeats) per model ×
+    dataset × activation × attack setting over training seeds, from complete results; the attack options and image count must match. A
     malformed file goes to ``on_error`` (a warning) and is left out; ``on_error=None`` raises."""
     groups: dict[tuple, Group] = {}
     notes = []
@@ -252,9 +252,10 @@ def best_baseline(groups: Sequence[Group]) -> Group | None:
 
 
 def best_of(acts: Sequence[str]) -> Callable[[Sequence[Group]], Group | None]:
-    """The best mean (lowest; highest for robust accuracy) among ``acts`` (with the most seeds among them), per metric: "the best smooth
-    activation" of issue 26 is ``best_of(["silu", "gelu", "psoftplus", "pssilu"])``. Chosen per metric,
-    so the reference of one row can differ from another's; the ``vs`` column names it."""
+    """The best mean (lowest; highest for robust accuracy) among ``acts``, those with the most seeds
+    competing, per metric: "the best smooth activation" of issue 26 is
+    ``best_of(["silu", "gelu", "psoftplus", "pssilu"])``. Chosen per metric, so the reference of one
+    row can differ from another's; the ``vs`` column names it."""
     wanted = set(acts)
 
     def pick(groups: Sequence[Group]) -> Group | None:
