@@ -16,7 +16,8 @@ from typing import Any
 
 from .attacks import get_attack
 from .results import OnError, list_results, warn_skipped
-from .robustness import RobustCell, RowKey, Threat, gather, result_ident, sanity_flags, worst_case
+from .robustness import (RobustCell, RowKey, Threat, gather, result_ident, robust_test_accuracy, sanity_flags,
+                         worst_case)
 from .tables import checkpoint_tag
 
 
@@ -50,9 +51,7 @@ class Board:
 def robust_accuracy(cell: RobustCell, clean: float | None) -> float | None:
     """Robust accuracy on the test set: clean accuracy times the share of attacked (correctly
     classified) images no attack fooled, so it is never above clean accuracy; None without both."""
-    if clean is None or cell.images == 0:
-        return None
-    return clean * cell.robust / cell.images
+    return robust_test_accuracy(clean, cell.robust, cell.images)
 
 
 def is_standard(result: dict[str, Any]) -> bool:

@@ -165,6 +165,16 @@ class RobustCell:
     strong: bool = True  # False: none of the threat's strongest attacks took part (an upper bound)
 
 
+def robust_test_accuracy(clean: float | None, robust: int, attacked: int) -> float | None:
+    """Robust accuracy on the test set, as a fraction: the clean accuracy times the share of the
+    attacked images (the correctly classified ones) that no attack fooled, so never above the clean
+    accuracy. None without a clean accuracy or an attacked image. The one formula the report's
+    standard table, the leaderboard, the trade-off plot and ``robench stats`` share."""
+    if clean is None or attacked <= 0:
+        return None
+    return float(clean) * robust / attacked
+
+
 def worst_case(evs: Evidences) -> dict[RowKey, dict[Threat, RobustCell]]:
     """Robust images per row and threat point: the union of every attack's fooled images, on the
     images they all attacked (ensemble results take part like any attack)."""

@@ -28,7 +28,7 @@ from .attacks.spec import get_attack
 from .checkpoints import checkpoint_files, read_history, read_meta
 from .errors import CheckpointError, ResultError
 from .tables import checkpoint_tag
-from .robustness import median_distance
+from .robustness import median_distance, robust_test_accuracy
 from .results import OnError, list_results, warn_skipped
 
 SAPL_FAMILY = "sapl"  # activations whose name starts with this are "ours", never the baseline
@@ -236,8 +236,10 @@ def robust_accuracy(res: dict[str, Any], setting: dict[str, Any]) -> float | Non
     clean = res.get("checkpoint", {}).get("clean_test_accuracy")
     if not get_attack(res["attack"]).headline or not isinstance(clean, int | float):
         return None
-    shares = [1 - r["successes"] / len(r["images"]) for r in setting["repeats"] if r.get("images")]
-    return 100 * float(clean) * float(mean_std(shares)[0]) if shares else None
+    per_repeat = [robust_test_accuracy(clean, len(r["images"]) - r["successes"], len(r["images"]))
+                  for r in setting["repeats"]]
+    values = [v for v in per_repeat if v is not None]
+    return 100 * float(mean_std(values)[0]) if values else None
 
 
 def best_baseline(groups: Sequence[Group]) -> Group | None:

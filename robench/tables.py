@@ -33,8 +33,8 @@ from .config import config_from_dict
 from .errors import ConfigError, ResultError
 from .registry import file_name_part
 from .results import OnError, list_results, warn_skipped
-from .robustness import (RobustCell, Threat, gather, lower_bounds, median_distance, result_ident, sanity_flags, threat,
-                         unconverged_flags, worst_case)
+from .robustness import (RobustCell, Threat, gather, lower_bounds, median_distance, result_ident, robust_test_accuracy,
+                         sanity_flags, threat, unconverged_flags, worst_case)
 
 
 @dataclass
@@ -368,8 +368,8 @@ def standard_text(cell: StandardCell | None, clean: float | None) -> str:
     count = f"{cell.robust}/{cell.images}"
     if cell.flagged:
         return f"unreliable ({count}; {', '.join(cell.flagged)})"
-    share = cell.robust / max(cell.images, 1)
-    return f"{100 * clean * share:.1f}% ({count})" if clean is not None else count
+    accuracy = robust_test_accuracy(clean, cell.robust, cell.images)
+    return f"{100 * accuracy:.1f}% ({count})" if accuracy is not None else count
 
 
 def grids(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:

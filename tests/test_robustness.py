@@ -9,6 +9,7 @@ from robench.attacks.metrics import aggregate
 from robench.config import config_to_dict
 from robench.tables import build_report, render_markdown
 from robench.results import write_result
+from robench.robustness import robust_test_accuracy
 
 IMAGES = list(range(10, 20))
 
@@ -139,3 +140,11 @@ def test_robust_accuracy_without_the_threats_strongest_attack_is_an_upper_bound(
     _result(tmp_path, "ensemble", {"threat": "l0", "pixels": 3, "members": ("de", "sparse_rs")}, {"3px": [{12}]})
     cells = build_report(tmp_path).robust_rows[0].cells
     assert cells["l0 3px"].strong and cells["l0 3px"].robust == 7  # an ensemble holding sparse_rs counts
+
+
+def test_robust_test_accuracy_scales_the_unfooled_share_by_the_clean_accuracy():
+    # 60 of 80 attacked (correctly classified) images left robust on a model with 80 % clean accuracy
+    assert robust_test_accuracy(0.8, 60, 80) == pytest.approx(0.6)
+    assert robust_test_accuracy(0.8, 80, 80) == pytest.approx(0.8)  # never above the clean accuracy
+    assert robust_test_accuracy(None, 60, 80) is None
+    assert robust_test_accuracy(0.8, 0, 0) is None  # nothing attacked: no number, not 0 %
