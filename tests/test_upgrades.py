@@ -32,9 +32,9 @@ BUILD_SUITES = {"ci-smoke.yaml", "quickstart.yaml"}
 GPU_ONLY = {"gpu-paper.yaml", "gpu-paper-at.yaml"}
 # Cells REPRODUCTION.md lists as not run (docs/stored-results.md): Sparse-RS 1 px on LeNet-5 APL, PReLU, swish.
 NOT_RUN = {"strong-seeds-lenet5.yaml": "--sparse_rs1px-"}
-# The study under adversarial training (issue 26), started and not finished: its committed cells must
-# not conflict with today's request, and what is left is listed in REPRODUCTION.md.
-IN_PROGRESS = {"at-seeds-lenet5.yaml"}  # 6 Sparse-RS cells left (psoftplus, pssilu); the others are complete
+# Suites started and not finished: their committed cells must not conflict with today's request, and
+# what is left is listed in REPRODUCTION.md. None now (the study under adversarial training is complete).
+IN_PROGRESS: set[str] = set()
 
 
 def _request(path: Path) -> AttackRun:
