@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,14 @@ def test_welch_matches_the_formula():
     assert 0 < p < 1
     assert welch([1.0], [2.0, 3.0]) == (None, None)  # one seed is no test
     assert welch([1.0, 1.0], [2.0, 2.0]) == (None, None)  # no spread on either side: undefined
+
+
+def test_welch_with_one_side_of_identical_values_is_defined_and_silent():
+    # three seeds with the same test error (the PSSiLU MLPs): scipy would warn of catastrophic cancellation
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t, p = welch([1.76, 1.76, 1.76], [2.24, 2.23, 2.34, 2.28, 2.22])
+    assert t is not None and t < 0 and p is not None and p < 0.01
 
 
 def test_seed_from_tag():
