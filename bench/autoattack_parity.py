@@ -26,8 +26,6 @@ Tests never import this file (nor pyautoattack).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from fractions import Fraction
@@ -44,12 +42,7 @@ from robench.attacks.gradient import FMNConfig, fmn_attack  # noqa: E402
 from robench.checkpoints import load_checkpoint  # noqa: E402
 from robench.data import load_split, to_float  # noqa: E402
 
-
-def machine() -> str:
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, " \
-           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}"
+from _original_aa import machine, original_autoattack, robust_of  # noqa: E402
 
 
 def first_correct(model: torch.nn.Module, dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -58,11 +51,6 @@ def first_correct(model: torch.nn.Module, dataset: str, n: int) -> tuple[torch.T
         preds = torch.cat([model(to_float(test.images[i : i + 1000])).argmax(1) for i in range(0, len(test.labels), 1000)])
     idx = (preds == test.labels).nonzero().flatten()[:n]
     return to_float(test.images[idx]), test.labels[idx], idx
-
-
-def robust_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(adv).argmax(1) == y
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -105,11 +93,7 @@ def main() -> None:
             return autoattack_attack(model, x, y, config, torch.Generator().manual_seed(0))
 
         def original() -> torch.Tensor:
-            from pyautoattack import AutoAttack
-
-            aa = AutoAttack(model, norm=aa_norm, eps=eps, version="standard", seed=0, device="cpu")
-            aa.verbose = False
-            return aa.run_standard_evaluation(x, y, batch_size=len(y))[0]
+            return original_autoattack(model, x, y, args.norm, eps)[0]
 
         times: dict[str, list[float]] = {"robench": [], "pyautoattack": []}
         for _ in range(args.rounds):  # interleaved: a load swing on a shared machine hits both
@@ -132,7 +116,7 @@ def main() -> None:
             print(f"fmn on the {len(left)} images robench autoattack left: fools "
                   f"{int(judge(model, x[left], y[left], fmn, **budget).success.sum())}")
         if times["pyautoattack"]:
-            rows.append(("pyautoattack standard", robust_of(model, x, y, adv), min(times["pyautoattack"])))
+            rows.append(("pyautoattack standard", robust_of(model, y, adv), min(times["pyautoattack"])))
             print(f"pyautoattack: largest {args.norm} {float(perturbation_norms(x, adv)[args.norm].max()):.6f}")
         if "torchattacks" in peers:
             try:
@@ -143,7 +127,7 @@ def main() -> None:
                 ta = torchattacks.AutoAttack(model, norm=aa_norm, eps=eps, version="standard",
                                              n_classes=int(model(x[:1]).shape[1]), seed=0)
                 adv, t = timed(lambda: ta(x, y))
-                rows.append((f"torchattacks {torchattacks.__version__} standard", robust_of(model, x, y, adv), t))
+                rows.append((f"torchattacks {torchattacks.__version__} standard", robust_of(model, y, adv), t))
     if "apgd" in parts:
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
@@ -157,7 +141,7 @@ def main() -> None:
             out, t = timed(lambda: apgd_attack(model, x, y, config, torch.Generator().manual_seed(0)))
             rows.append((f"robench {name}", ~judge(model, x, y, out, **budget).success, t))
             adv, t = timed(lambda: ref.perturb(x, y))
-            rows.append((f"pyautoattack {name}", robust_of(model, x, y, adv), t))
+            rows.append((f"pyautoattack {name}", robust_of(model, y, adv), t))
 
     print(f"\n| method | robust of {len(y)} | wall time (s) |\n|---|---|---|")
     for name, robust, t in rows:
