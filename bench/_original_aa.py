@@ -76,7 +76,12 @@ def original_autoattack(model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: 
 def fool_rates(model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: float, member: str,
                seeds: int) -> tuple[Tensor, Tensor]:
     """Per image, the share of ``seeds`` random starts in which robench's and the original's
-    ``member`` (``apgd-ce`` or ``apgd-t``, 100 steps, one restart, 9 targets) fool it alone."""
+    ``member`` (``apgd-ce`` or ``apgd-t``, 100 steps, one restart, 9 targets) fool it alone.
+
+    Seed s seeds both tools' CPU generators alike, so on a single image they draw the same start
+    and, when robench's member follows the original's, agree run by run (the rates then say how
+    borderline the image is); on a batch the starts are laid out differently and the rates are two
+    independent estimates."""
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
     ours, theirs = torch.zeros(len(y)), torch.zeros(len(y))
