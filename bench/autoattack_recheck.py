@@ -32,10 +32,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from robench.attacks.candidates import LOSSES  # noqa: E402
 from robench.checkpoints import load_checkpoint  # noqa: E402
 from robench.data import load_split, to_float  # noqa: E402
 
 from _original_aa import MEMBERS, fool_rates, machine, original_autoattack, robust_of  # noqa: E402
+
+MARGIN = LOSSES["margin"]  # robench's own margin: true logit minus the best other one
 
 
 def recheck(path: Path, seeds: int, only: str | None = None, rates: bool = False) -> bool:
@@ -56,11 +59,11 @@ def recheck(path: Path, seeds: int, only: str | None = None, rates: bool = False
         images = setting["repeats"][0]["images"]
         idx = torch.tensor([im["index"] for im in images])
         x, y = to_float(test.images[idx]), test.labels[idx]
-        stored_robust = torch.tensor([not im["success"] for im in images])
-        start = time.perf_counter()
         if rates:
             rates_line(path.name, setting["label"], model, x, y, idx, images, options["norm"], eps, seeds)
             continue
+        stored_robust = torch.tensor([not im["success"] for im in images])
+        start = time.perf_counter()
         adv, broken_by = original_autoattack(model, x, y, options["norm"], eps)
         original_robust = robust_of(model, y, adv)
         missed = (stored_robust & ~original_robust).nonzero().flatten().tolist()  # the original fools, robench did not
@@ -71,10 +74,8 @@ def recheck(path: Path, seeds: int, only: str | None = None, rates: bool = False
         for pos in missed:
             member = broken_by[pos] or "?"
             with torch.no_grad():
-                z = model(adv[pos : pos + 1])[0]
-            wrong = torch.cat([z[: int(y[pos])], z[int(y[pos]) + 1 :]]).max()
-            line = (f"  test image {int(idx[pos])}: fooled by the original's {member}, margin z_true - max z_other "
-                    f"{float(z[y[pos]] - wrong):.5f}")
+                margin = float(MARGIN(model(adv[pos : pos + 1]), y[pos : pos + 1])[0])
+            line = f"  test image {int(idx[pos])}: fooled by the original's {member}, margin z_true - max z_other {margin:.5f}"
             if seeds and MEMBERS.get(member, (None, None))[1] in ("apgd", "apgd_t"):
                 ours, theirs = fool_rates(model, x[pos : pos + 1], y[pos : pos + 1], options["norm"], eps, member, seeds)
                 line += (f"; alone over {seeds} seeds it fools the image in {100 * float(ours[0]):.0f} % of robench's "
