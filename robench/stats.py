@@ -5,9 +5,10 @@ differ as well, so a gain is a finding only where it is larger than that seed-to
 spread across attack repeats on one model says nothing about it. This module groups checkpoints
 (clean test error, the paper's Tables 1 and 7; final training loss, figure 3) and attack results
 (successes) by model, dataset, activation and schedule over training seeds, and tests each
-activation against a reference with Welch's two-sample t-test
-(``scipy.stats.ttest_ind(equal_var=False)``): it does not assume two activations vary equally
-across seeds. The paper does not say which t-test it ran.
+activation against a reference with Welch's two-sample t-test (what
+``scipy.stats.ttest_ind(equal_var=False)`` computes, from the same means, variances and
+Welch-Satterthwaite degrees of freedom as the confidence interval): it does not assume two
+activations vary equally across seeds. The paper does not say which t-test it ran.
 
 Seeds come from the checkpoint name (``...-s3.pt``: seed 3) for results and from the stored
 training config for checkpoints; a result made on a checkpoint with another naming is left out.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,20 +76,34 @@ class StatsTable:
     rows: list[Comparison]
 
 
+def _welch_parts(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float, float] | None:
+    """mean(a) - mean(b), the squared standard error of that difference, its Welch-Satterthwaite
+    degrees of freedom and the two sample variances; None with fewer than two values on a side or
+    no spread on either. The one place the t-test, its interval and Cohen's d take them from."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    if va == 0 and vb == 0:
+        return None
+    se2 = va / len(a) + vb / len(b)
+    df = se2 ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    return ma - mb, se2, df, va, vb
+
+
 def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:
     """Welch's t statistic and two-sided p of ``a`` vs ``b``; None when it is undefined (fewer
-    than two values on a side, or no spread on either side)."""
+    than two values on a side, or no spread on either side). One side without spread (three seeds
+    with the same test error) is defined by the other side's."""
     from scipy import stats as sps
 
-    if len(a) < 2 or len(b) < 2 or (len(set(a)) == 1 and len(set(b)) == 1):
+    parts = _welch_parts(a, b)
+    if parts is None or (len(set(a)) == 1 and len(set(b)) == 1):
         return None, None
-    with warnings.catch_warnings():
-        # One side of identical values (three PSSiLU MLPs with 176 test errors each) has no spread; the
-        # test is still defined by the other side's, but scipy's mean of 1.76, 1.76, 1.76 is not exact
-        # and it warns of "catastrophic cancellation" for a variance that is 0 to 1e-32.
-        warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
-        res = sps.ttest_ind(list(a), list(b), equal_var=False)
-    t, p = float(res.statistic), float(res.pvalue)
+    diff, se2, df, _, _ = parts
+    t = diff / math.sqrt(se2)
+    p = 2 * float(sps.t.sf(abs(t), df))
     return (t, p) if math.isfinite(t) and math.isfinite(p) else (None, None)
 
 
@@ -100,17 +114,12 @@ def effect(a: Sequence[float], b: Sequence[float]) -> tuple[tuple[float, float] 
     a difference is there; these say how large it is, and how well five seeds pin it down."""
     from scipy import stats as sps
 
-    if len(a) < 2 or len(b) < 2:
+    parts = _welch_parts(a, b)
+    if parts is None:
         return None, None
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
-    if va == 0 and vb == 0:
-        return None, None
-    se2 = va / len(a) + vb / len(b)
-    df = se2 ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
+    diff, se2, df, va, vb = parts
     half = float(sps.t.ppf(0.975, df)) * math.sqrt(se2)
-    return (ma - mb - half, ma - mb + half), (ma - mb) / math.sqrt((va + vb) / 2)
+    return (diff - half, diff + half), diff / math.sqrt((va + vb) / 2)
 
 
 def seed_split(tag: str) -> tuple[str, int | None]:

@@ -57,6 +57,9 @@ def test_welch_matches_the_formula():
     t, p = welch(a, b)
     assert t == pytest.approx((ma - mb) / math.sqrt(va / 3 + vb / 4))
     assert 0 < p < 1
+    scipy_stats = pytest.importorskip("scipy.stats")
+    reference = scipy_stats.ttest_ind(a, b, equal_var=False)
+    assert (t, p) == pytest.approx((float(reference.statistic), float(reference.pvalue)), rel=1e-9)
     assert welch([1.0], [2.0, 3.0]) == (None, None)  # one seed is no test
     assert welch([1.0, 1.0], [2.0, 2.0]) == (None, None)  # no spread on either side: undefined
 
